@@ -1,0 +1,1 @@
+"""LightningDataModules, data sources, tokenizers, samplers and collators."""

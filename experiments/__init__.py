@@ -1,0 +1,1 @@
+"""The `tsuite` command line, experiment configs, callbacks and comparison tools."""

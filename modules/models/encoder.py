@@ -1,0 +1,72 @@
+"""BERT-style encoder-only Transformer with its masked-LM head and pooler."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from modules.config import EncoderConfig
+from modules.layers import ACTIVATIONS, Embeddings, Stack, init_weights, make_norm
+from modules.positions import position_ids_for
+
+
+class MaskedLMHead(nn.Module):
+    """dense -> activation -> norm -> projection onto the (tied) vocabulary, plus a bias."""
+
+    def __init__(self, cfg: EncoderConfig, tokens: nn.Embedding) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.act = ACTIVATIONS["gelu" if cfg.activation == "swiglu" else cfg.activation]
+        self.norm = make_norm(cfg)
+        self.decoder = nn.Linear(cfg.d_model, cfg.vocab_size)
+        if cfg.tie_embeddings:
+            self.decoder.weight = tokens.weight
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.decoder(self.norm(self.act(self.dense(hidden))))
+
+
+class Pooler(nn.Module):
+    """tanh(dense(hidden state of the first token)), BERT's sentence representation."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.dense(hidden[:, 0]).tanh()
+
+
+class EncoderTransformer(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embeddings(cfg, type_vocab_size=cfg.type_vocab_size)
+        self.stack = Stack(cfg, cfg.n_layers, causal=False)
+        self.mlm_head = MaskedLMHead(cfg, self.embed.tokens) if cfg.mlm_head else None
+        self.pooler = Pooler(cfg) if cfg.pooler else None
+        init_weights(self, cfg, cfg.n_layers)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Contextual hidden states (batch, seq, d_model); attention_mask 1 = real token."""
+        if position_ids is None:
+            position_ids = position_ids_for(
+                input_ids.size(1), 0, self.cfg.max_len, input_ids.device
+            )
+        x = self.embed(input_ids, position_ids, token_type_ids)
+        return self.stack(x, attention_mask, position_ids)
+
+    def mlm_logits(self, hidden: Tensor) -> Tensor:
+        if self.mlm_head is None:
+            raise ValueError("this encoder was built with mlm_head=False")
+        return self.mlm_head(hidden)
+
+    def pool(self, hidden: Tensor) -> Tensor:
+        if self.pooler is None:
+            raise ValueError("this encoder was built with pooler=False")
+        return self.pooler(hidden)
