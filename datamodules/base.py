@@ -1,0 +1,237 @@
+"""The data module all tasks share: raw source -> tokenizer -> tokenised Arrow cache -> loaders.
+
+`prepare_data` (one process per node) tokenises into a cache folder keyed by the content hash
+of the raw data, the tokenizer and the processing parameters, written atomically; `setup`
+(every process) only loads from there. Tokenizer facts (vocabulary size, special ids, file)
+are properties, so the CLI can link them into the model when it instantiates both.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from datasets import Dataset, DatasetDict
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Sampler
+
+from datamodules.cache import atomic_folder, cache_key, default_cache_dir, remove_folder
+from datamodules.samplers import ResumableBatches, ShardedSampler
+from datamodules.sources import DataError, Source, fingerprint, load_source, require_columns
+from datamodules.tokenization import TextTokenizer, TokenizerSpec, build_tokenizer
+
+SPLITS = ("train", "validation", "test")
+
+
+class TextDataModule(L.LightningDataModule):
+    """Subclasses name their text columns and turn a raw split into token columns."""
+
+    def __init__(
+        self,
+        source: Source,
+        tokenizer: TokenizerSpec,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.tokenizer_spec = tokenizer
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.splits: dict[str, Dataset] = {}
+
+    # --- what a subclass provides -------------------------------------------------------
+    def text_columns(self) -> list[str]:
+        raise NotImplementedError
+
+    def required_columns(self) -> list[str]:
+        return self.text_columns()
+
+    def languages(self) -> tuple[str, ...]:
+        return ()
+
+    def processing(self) -> dict[str, Any]:
+        """Parameters that change the tokenised data (part of the cache key)."""
+        return {}
+
+    def encode(self, batch: dict[str, list]) -> dict[str, list]:
+        """Raw columns of a batch of rows -> token columns."""
+        raise NotImplementedError
+
+    def tokenize(self, split: str, data: Dataset) -> Dataset:
+        return data.map(
+            self.encode,
+            batched=True,
+            remove_columns=data.column_names,
+            new_fingerprint=f"{split}-{self.data_hash}-{self.tokenizer.digest}",  # not a closure hash
+        )
+
+    # --- raw data and tokenizer -----------------------------------------------------------
+    @cached_property
+    def raw(self) -> DatasetDict:
+        data = load_source(self.source, self.cache_dir, self.languages())
+        require_columns(data, self.required_columns(), self.source)
+        return data
+
+    @cached_property
+    def data_hash(self) -> str:
+        return fingerprint(self.raw, self.required_columns())
+
+    def training_texts(self) -> Iterator[str]:
+        train = self.raw["train"]
+        limit = self.tokenizer_spec.max_training_texts
+        if limit is not None:
+            train = train.select(range(min(limit, len(train))))
+        for column in self.text_columns():
+            for start in range(0, len(train), 1000):
+                yield from (t for t in train[start : start + 1000][column] if t)
+
+    @cached_property
+    def tokenizer(self) -> TextTokenizer:
+        return build_tokenizer(
+            self.tokenizer_spec, self.training_texts, self.data_hash, self.cache_dir
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_id
+
+    @property
+    def bos_id(self) -> int:
+        return self.tokenizer.bos_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_id
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.tokenizer.source
+
+    # --- tokenised cache ------------------------------------------------------------------
+    @cached_property
+    def cache_folder(self) -> Path:
+        key = cache_key(
+            type(self).__name__,
+            self.source.describe(),
+            self.data_hash,
+            self.tokenizer.digest,
+            self.processing(),
+        )
+        return self.cache_dir / "data" / key
+
+    def prepare_data(self) -> None:
+        folder = self.cache_folder
+        if folder.exists() and self._cache_complete(folder):
+            return
+        if folder.exists():
+            warnings.warn(f"tokenised data cache {folder} is damaged; rebuilding it", stacklevel=2)
+            remove_folder(folder)
+        with atomic_folder(folder) as tmp:
+            for split, data in self.raw.items():
+                tokenized = self.tokenize(split, data)
+                tokenized.save_to_disk(str(tmp / split))
+
+    def _cache_complete(self, folder: Path) -> bool:
+        try:
+            for split in self.raw:
+                Dataset.load_from_disk(str(folder / split))
+        except Exception:
+            return False
+        return True
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        if not self.cache_folder.exists():  # used without a Trainer: prepare here
+            self.prepare_data()
+        for split in self.raw:
+            self.splits[split] = Dataset.load_from_disk(str(self.cache_folder / split))
+        self.on_loaded()
+
+    def on_loaded(self) -> None:
+        """Hook for subclasses after `setup` has loaded the tokenised splits."""
+
+    # --- loaders ---------------------------------------------------------------------------
+    @property
+    def world(self) -> tuple[int, int, int]:
+        """(rank, world size, gradient accumulation) of the attached trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1, 1
+        return trainer.global_rank, trainer.world_size, trainer.accumulate_grad_batches
+
+    def per_device_batch_size(self) -> int:
+        _, world_size, accumulation = self.world
+        if self.batch_size % (world_size * accumulation):
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is the global batch size and must divide by "
+                f"devices x accumulate_grad_batches = {world_size} x {accumulation}"
+            )
+        return self.batch_size // (world_size * accumulation)
+
+    def split(self, name: str) -> Dataset:
+        if name not in self.splits:
+            self.setup()
+        if name not in self.splits:
+            raise DataError(f"source {self.source.describe()} has no {name!r} split")
+        return self.splits[name]
+
+    def loader(
+        self,
+        dataset: Any,
+        batches: Sampler[list[int]],
+        train: bool,
+        collate_fn: Callable[[list[Any]], dict[str, Tensor]] | None = None,
+    ) -> DataLoader:
+        if train:
+            batches = ResumableBatches(batches, self.batches_done_this_epoch)
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=collate_fn,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def batches_done_this_epoch(self) -> int:
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+    def collator(self) -> Callable[[list[dict[str, Any]]], dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def make_loader(self, split: str, train: bool) -> DataLoader:
+        """Shuffled (training) or ordered examples, this rank's share, padded per batch."""
+        data = self.split(split)
+        rank, world_size, _ = self.world
+        examples = ShardedSampler(len(data), train, self.seed, rank, world_size, even=train)
+        batches = BatchSampler(examples, self.per_device_batch_size(), drop_last=train)
+        return self.loader(data, batches, train, self.collator())
+
+    def train_dataloader(self) -> DataLoader:
+        return self.make_loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.make_loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.make_loader("test", train=False)
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.raw.items())
+        return f"{self.source.describe()} ({sizes}; vocabulary {self.vocab_size:,})"

@@ -1,0 +1,95 @@
+"""Labelled sentences (or sentence pairs) for sequence classification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset
+
+from datamodules.base import TextDataModule
+from datamodules.collators import ClassificationCollator
+from datamodules.sources import DataError, Source
+from datamodules.tokenization import TokenizerSpec
+
+
+class ClassificationDataModule(TextDataModule):
+    """`text_column` (and optional `pair_column`) with integer labels in [0, num_classes);
+    inputs are [CLS] text [SEP] (pair [SEP]), truncated to `max_length`. Splits whose labels
+    are all -1 (hidden test labels, as in GLUE) are kept for prediction only."""
+
+    def __init__(
+        self,
+        source: Source,
+        tokenizer: TokenizerSpec,
+        num_classes: int = 2,
+        text_column: str = "text",
+        pair_column: str | None = None,
+        label_column: str = "label",
+        max_length: int = 128,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(source, tokenizer, batch_size, num_workers, seed, cache_dir)
+        self.num_classes = num_classes
+        self.text_column, self.pair_column, self.label_column = (
+            text_column,
+            pair_column,
+            label_column,
+        )
+        self.max_length = max_length
+
+    def text_columns(self) -> list[str]:
+        return [self.text_column] + ([self.pair_column] if self.pair_column else [])
+
+    def required_columns(self) -> list[str]:
+        return [*self.text_columns(), self.label_column]
+
+    def processing(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "columns": self.required_columns()}
+
+    def tokenize(self, split: str, data: Dataset) -> Dataset:
+        self._check_rows(split, data)
+        return super().tokenize(split, data)
+
+    def encode(self, batch: dict[str, list]) -> dict[str, list]:
+        bos, eos, limit = self.tokenizer.bos_id, self.tokenizer.eos_id, self.max_length
+        first = self.tokenizer.encode_batch(batch[self.text_column])
+        out: dict[str, list] = {"label": batch[self.label_column]}
+        if self.pair_column is None:
+            out["input_ids"] = [[bos, *ids[: limit - 2], eos] for ids in first]
+            return out
+        second = self.tokenizer.encode_batch(batch[self.pair_column])
+        out["input_ids"], out["token_type_ids"] = [], []
+        room = limit - 3
+        for a, b in zip(first, second, strict=True):
+            # truncate the longer side first, as HF's "longest_first"
+            while len(a) + len(b) > room:
+                if len(a) >= len(b):
+                    a = a[:-1]
+                else:
+                    b = b[:-1]
+            out["input_ids"].append([bos, *a, eos, *b, eos])
+            out["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+        return out
+
+    def _check_rows(self, split: str, data: Dataset) -> None:
+        labels = data[self.label_column]
+        if all(label == -1 for label in labels):
+            return  # hidden labels
+        for row, label in enumerate(labels):
+            if not isinstance(label, int) or not 0 <= label < self.num_classes:
+                raise DataError(
+                    f"split {split!r}, row {row}: label {label!r} is outside the configured "
+                    f"classes 0..{self.num_classes - 1} (data.num_classes={self.num_classes})"
+                )
+        for column in self.text_columns():
+            for row, text in enumerate(data[column]):
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(
+                        f"split {split!r}, row {row}: column {column!r} is empty or missing"
+                    )
+
+    def collator(self) -> ClassificationCollator:
+        return ClassificationCollator(self.pad_id)

@@ -1,0 +1,193 @@
+"""Callbacks the CLI adds to every run: throughput, the W&B run id in checkpoints, and the
+report printed at the start and end of a run (and saved as summary.json)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+TOKEN_KEYS = ("input_ids", "decoder_input_ids")
+HIGHER_IS_BETTER = ("bleu", "chrf", "accuracy", "exact_match")
+
+
+class Throughput(Callback):
+    """Logs `train/tokens_per_s`: positions processed per second (padding included, counted
+    from tensor shapes, so no device sync), measured between logging steps."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.total_tokens = 0
+        self.train_seconds = 0.0
+        self._start = 0.0
+        self._window_start = 0.0
+        self._window_tokens = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self._window_start = time.perf_counter()
+        self._window_tokens = 0
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        tokens = sum(batch[k].numel() for k in TOKEN_KEYS if k in batch) * trainer.world_size
+        self._window_tokens += tokens
+        self.total_tokens += tokens
+        if (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0:
+            now = time.perf_counter()
+            rate = self._window_tokens / max(now - self._window_start, 1e-9)
+            pl_module.log("train/tokens_per_s", rate, prog_bar=True, sync_dist=False)
+            self._window_start, self._window_tokens = now, 0
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train_seconds += time.perf_counter() - self._start
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._paused = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            pause = time.perf_counter() - self._paused
+            self._start += pause  # validation time is not training time
+            self._window_start += pause
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.total_tokens / self.train_seconds if self.train_seconds else 0.0
+
+
+class ResumeState(Callback):
+    """Keeps what Lightning's checkpoints leave out: the W&B run id (a resumed run continues
+    the same W&B run) and the random-number states (dropout continues the same sequence, so
+    a resumed run on CPU reproduces the uninterrupted one)."""
+
+    def __init__(self, wandb_run_id: str) -> None:
+        self.wandb_run_id = wandb_run_id
+        self._rng: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["wandb_run_id"] = self.wandb_run_id
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._rng = checkpoint.get("rng")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the sanity check, which would otherwise consume random numbers first
+        if self._rng is not None:
+            torch.set_rng_state(self._rng["torch"])
+            random.setstate((3, tuple(self._rng["python"]), None))
+            self._rng = None
+
+
+class RunReport(Callback):
+    """The start line, the metric history, and the end-of-run summary."""
+
+    def __init__(self, experiment: str, run_dir: Path, throughput: Throughput) -> None:
+        self.experiment, self.run_dir, self.throughput = experiment, run_dir, throughput
+        self.history: list[dict[str, float]] = []
+        self._start = time.perf_counter()
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+        datamodule = trainer.datamodule
+        data = (
+            datamodule.describe() if hasattr(datamodule, "describe") else type(datamodule).__name__
+        )
+        describe = getattr(pl_module, "describe", lambda: type(pl_module).__name__)
+        device = f"{trainer.num_devices}x {trainer.strategy.root_device.type}"
+        print(
+            f"[tsuite] {self.experiment}: {describe()} | data {data} | {device}, "
+            f"{trainer.precision} precision | run folder {self.run_dir}",
+            flush=True,
+        )
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                for name in ("val/loss", "val/ppl"):
+                    logger.experiment.define_metric(name, summary="min")
+                for name in ("val/bleu", "val/chrf", "val/accuracy", "val/exact_match"):
+                    logger.experiment.define_metric(name, summary="max")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.history.append({"step": trainer.global_step, **metrics})
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        summary = self.summary(trainer, pl_module)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(self.render(summary, trainer), flush=True)
+
+    def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        best: dict[str, float] = {}
+        final = self.history[-1] if self.history else {}
+        for name in final:
+            if name == "step":
+                continue
+            values = [h[name] for h in self.history if name in h and not math.isnan(h[name])]
+            if values:
+                best[name] = max(values) if name.endswith(HIGHER_IS_BETTER) else min(values)
+        checkpoint = trainer.checkpoint_callback
+        return {
+            "experiment": self.experiment,
+            "run_dir": str(self.run_dir),
+            "model": getattr(pl_module, "describe", lambda: "")(),
+            "steps": trainer.global_step,
+            "wall_seconds": round(time.perf_counter() - self._start, 1),
+            "tokens_per_second": round(self.throughput.tokens_per_second, 1),
+            "best": best,
+            "final": {k: v for k, v in final.items() if k != "step"},
+            "best_checkpoint": checkpoint.best_model_path
+            if isinstance(checkpoint, ModelCheckpoint)
+            else "",
+            "samples": getattr(pl_module, "samples", []),
+        }
+
+    def render(self, summary: dict[str, Any], trainer: L.Trainer) -> str:
+        lines = [
+            "",
+            f"[tsuite] {summary['experiment']} finished: {summary['steps']} steps in "
+            f"{summary['wall_seconds']:.0f}s, {summary['tokens_per_second']:,.0f} tokens/s",
+        ]
+        if summary["final"]:
+            width = max(len(k) for k in summary["final"])
+            lines.append(f"  {'metric':<{width}}  {'best':>10}  {'final':>10}")
+            for name, value in summary["final"].items():
+                lines.append(
+                    f"  {name:<{width}}  {summary['best'].get(name, value):>10.4f}  {value:>10.4f}"
+                )
+        for sample in summary["samples"][:4]:
+            lines.append("  " + " | ".join(f"{k}: {v}" for k, v in sample.items()))
+        if summary["best_checkpoint"]:
+            lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
+        lines.append(f"  run folder:      {summary['run_dir']}")
+        lines.append(
+            f"  resume:          tsuite fit -c {self.run_dir / 'config.yaml'} --ckpt_path {self.run_dir / 'checkpoints' / 'last.ckpt'}"
+        )
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger.experiment.settings.mode == "offline":
+                lines.append(
+                    f"  W&B was offline; upload with: wandb sync {Path(logger.experiment.dir).parent}"
+                )
+        return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""`tsuite`: the LightningCLI entry point (fit / validate / test / predict).
+
+Beyond LightningCLI it links tokenizer facts from the data module into the model, gives each
+run its folder runs/<experiment>/<version>/ (resolved config.yaml, checkpoints/, metrics.csv,
+W&B files), logs to W&B (offline when there are no credentials) and CSV, and turns mistakes a
+user can make into one-paragraph errors instead of tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import datasets  # noqa: E402
+import lightning as L  # noqa: E402
+import yaml  # noqa: E402
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
+from lightning.pytorch.loggers import Logger, WandbLogger  # noqa: E402
+
+from datamodules.sources import DataError  # noqa: E402
+from experiments.callbacks import ResumeState, RunReport, Throughput  # noqa: E402
+from experiments.csv_logger import RunCSVLogger  # noqa: E402
+from experiments.runs import (  # noqa: E402
+    experiment_name,
+    is_global_rank_zero,
+    latest_checkpoint,
+    new_version,
+    run_dir_of_checkpoint,
+    wandb_has_credentials,
+    wandb_run_id,
+)
+
+LINKED = ("vocab_size", "pad_id", "bos_id", "eos_id", "tokenizer_path", "num_classes")
+RUN_DIR_ENV = "TSUITE_RUN_DIR"  # set by rank 0 so spawned ranks log into the same folder
+CREATED_RUN_DIRS: list[Path] = []  # folders this process made, removed again if it fails early
+
+
+class SuiteCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="run name (default: the config's path)",
+        )
+        parser.add_argument("--runs_dir", type=str, default="runs", help="root of the run folders")
+        parser.add_argument(
+            "--run_dir", type=str | None, default=None, help="exact run folder (multi-node)"
+        )
+        parser.add_argument("--wandb_project", type=str, default="transformer-suite")
+        parser.add_argument("--tags", type=list[str], default=[], help="extra W&B tags")
+        for name in LINKED:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    # --- run folder ------------------------------------------------------------------------
+    def _settings(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def resolve_run_dir(self) -> tuple[str, Path, bool]:
+        """(experiment, run folder, resuming) for this invocation."""
+        settings = self._settings()
+        experiment = settings.experiment or experiment_name(
+            [Path(str(c)) for c in settings.get("config") or []]
+        )
+        root = Path(settings.runs_dir) / experiment
+        checkpoint = settings.get("ckpt_path")
+        if checkpoint == "last":
+            found = latest_checkpoint(root)
+            if found is None:
+                raise FileNotFoundError(
+                    f"--ckpt_path last: no {root}/version_*/checkpoints/last.ckpt to resume"
+                )
+            settings.ckpt_path = str(found)
+            checkpoint = str(found)
+        if os.environ.get(RUN_DIR_ENV):
+            return experiment, Path(os.environ[RUN_DIR_ENV]), checkpoint is not None
+        if settings.run_dir:
+            return experiment, Path(settings.run_dir), checkpoint is not None
+        if checkpoint:
+            if not Path(checkpoint).is_file():
+                raise FileNotFoundError(f"--ckpt_path {checkpoint} does not exist")
+            previous = run_dir_of_checkpoint(Path(checkpoint))
+            if previous is not None:
+                if self.subcommand == "fit":
+                    return experiment, previous, True
+                return experiment, previous / f"{self.subcommand}-{uuid.uuid4().hex[:6]}", False
+        if not is_global_rank_zero():
+            raise RuntimeError(
+                f"rank > 0 started without a run folder: launchers that start every rank "
+                f"(torchrun, SLURM) need --run_dir or {RUN_DIR_ENV} set to the same folder"
+            )
+        return experiment, new_version(root), False
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        experiment, run_dir, resuming = self.resolve_run_dir()
+        self.run_dir, self.experiment = run_dir, experiment
+        settings = self._settings()
+        if is_global_rank_zero():
+            # Tokenise before the run folder exists, so bad data never leaves a folder behind.
+            self.datamodule.prepare_data()
+            if not run_dir.exists():
+                CREATED_RUN_DIRS.append(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            os.environ[RUN_DIR_ENV] = str(run_dir)
+            config = self._parser(self.subcommand).dump(settings, skip_none=False)
+            name = (
+                "config.yaml"
+                if not (run_dir / "config.yaml").exists()
+                else f"config.{self.subcommand}-{uuid.uuid4().hex[:6]}.yaml"
+            )
+            (run_dir / name).write_text(config)
+        trainer_settings = settings.get("trainer") or {}
+        throughput = Throughput()
+        callbacks = [
+            throughput,
+            RunReport(experiment, run_dir, throughput),
+            LearningRateMonitor("step"),
+        ]
+        monitor, mode = getattr(self.model, "monitor", ("val/loss", "min"))
+        if trainer_settings.get("enable_checkpointing", True) is not False:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=run_dir / "checkpoints",
+                    filename="best-{step}",
+                    monitor=monitor,
+                    mode=mode,
+                    save_last=True,
+                    auto_insert_metric_name=False,
+                )
+            )
+        loggers: list[Logger] | bool = False
+        if trainer_settings.get("logger") is not False:
+            wandb_logger, run_id = self.wandb_logger(experiment, run_dir, resuming)
+            callbacks.append(ResumeState(run_id))
+            loggers = [RunCSVLogger(str(run_dir)), wandb_logger]
+        existing = self.trainer_defaults.get("callbacks", [])
+        self.trainer_defaults["callbacks"] = [*existing, *callbacks]
+        kwargs.setdefault("default_root_dir", str(run_dir))
+        kwargs["logger"] = loggers
+        return super().instantiate_trainer(**kwargs)
+
+    def wandb_logger(
+        self, experiment: str, run_dir: Path, resuming: bool
+    ) -> tuple[WandbLogger, str]:
+        settings = self._settings()
+        checkpoint = settings.get("ckpt_path")
+        run_id = wandb_run_id(Path(checkpoint)) if resuming and checkpoint else None
+        run_id = run_id or uuid.uuid4().hex[:8]
+        offline = "WANDB_MODE" not in os.environ and not wandb_has_credentials()
+        model = self.model
+        tags = [
+            type(model).__name__,
+            str(model.hparams.get("preset", "")),
+            experiment.split("/")[0],
+            *settings.tags,
+        ]
+        logger = WandbLogger(
+            project=settings.wandb_project,
+            group=experiment,
+            name=f"{experiment}/{run_dir.name}",
+            job_type=self.subcommand,
+            tags=[t for t in tags if t],
+            save_dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            offline=offline,
+        )
+        config = yaml.safe_load(self._parser(self.subcommand).dump(settings, skip_none=False))
+        logger.log_hyperparams({"config": config})
+        return logger, run_id
+
+
+def main(args: list[str] | None = None) -> None:
+    datasets.disable_progress_bars()
+    try:
+        SuiteCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=None,
+            seed_everything_default=0,
+            trainer_defaults={"use_distributed_sampler": False},
+            args=args,
+        )
+    except (DataError, FileNotFoundError, ValueError) as error:
+        if os.environ.get("TSUITE_DEBUG"):
+            raise
+        _remove_unfinished_run_dirs()
+        message = str(error).strip()
+        print(f"tsuite: error: {message}\n(set TSUITE_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _remove_unfinished_run_dirs() -> None:
+    """A run that failed before its first checkpoint leaves no folder behind."""
+    for run_dir in CREATED_RUN_DIRS:
+        if not any(run_dir.glob("checkpoints/*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

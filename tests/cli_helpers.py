@@ -1,0 +1,131 @@
+"""Helpers for tests that drive `tsuite`: tiny overrides and local fixtures for any config."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "experiments" / "configs"
+SIZE_KEYS = {"d_model", "n_heads", "n_kv_heads", "n_layers", "n_decoder_layers", "d_ff"}
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "while",
+    "seven",
+    "dogs",
+    "ran",
+    "past",
+    "the",
+    "old",
+    "red",
+    "barn",
+    "at",
+    "dawn",
+]
+
+
+def experiment_configs() -> list[Path]:
+    return sorted(p for p in CONFIGS.rglob("*.yaml") if "trainer" not in p.parts)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def write_fixture(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Local jsonl files with the columns the config's data module reads, and the source
+    override that points at them (same schema as the hub data set)."""
+    data = config["data"]["init_args"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 120), ("validation", 16), ("test", 16)):
+        rows = []
+        for i in range(n):
+            sentence = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(5 + i % 7))
+            if "source_lang" in data:
+                rows.append({data["source_lang"]: sentence, data["target_lang"]: sentence.upper()})
+            elif "num_classes" in data:
+                rows.append(
+                    {
+                        data.get("text_column", "text"): sentence,
+                        data.get("label_column", "label"): i % 2,
+                    }
+                )
+            else:
+                rows.append({data.get("text_column", "text"): sentence})
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"kind": "local", "name": str(folder), "config": None, "splits": {}}
+
+
+def tiny_args(config_path: Path, tmp: Path) -> list[str]:
+    """Overrides that make any experiment config run in seconds on a CPU."""
+    config = load(config_path)
+    model, data = config["model"]["init_args"], config["data"]["init_args"]
+    args = [
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.precision=32-true",
+        "--trainer.accumulate_grad_batches=1",
+        f"--runs_dir={tmp / 'runs'}",
+    ]
+    if "init_from" not in model:
+        arch = {k: v for k, v in (model.get("arch") or {}).items() if k not in SIZE_KEYS}
+        arch["max_len"] = 512
+        args += ["--model.init_args.preset=tiny", f"--model.init_args.arch={json.dumps(arch)}"]
+    if data["source"]["kind"] == "hub":
+        source = write_fixture(config, tmp / "fixture")
+        args.append(f"--data.init_args.source={json.dumps(source)}")
+    for key, value in (
+        ("batch_size", 4),
+        ("block_size", 16),
+        ("max_tokens", 256),
+        ("num_workers", 0),
+    ):
+        if key in data:
+            args.append(f"--data.init_args.{key}={value}")
+    if model.get("compile"):
+        args.append("--model.init_args.compile=false")
+    return args
+
+
+def run_cli(args: list[str]) -> None:
+    """In-process `tsuite` (raises SystemExit on a user error)."""
+    main(args)
+
+
+def run_cli_process(
+    args: list[str], env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **(env or {})}
+    environment.pop("TSUITE_RUN_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def metric_by_step(run_dir: Path, name: str) -> dict[int, float]:
+    return {int(r["step"]): float(r[name]) for r in read_metrics(run_dir) if r.get(name)}
