@@ -156,7 +156,10 @@ def _load_local(source: Source, languages: tuple[str, ...]) -> DatasetDict:
     else:
         patterns = source.splits or {s: s for s in SPLIT_NAMES}
         # a bare name matches itself or any suffix: "train" finds train.jsonl
-        files = {split: sorted(root.glob(p)) or sorted(root.glob(f"{p}.*")) for split, p in patterns.items()}
+        files = {
+            split: sorted(root.glob(p)) or sorted(root.glob(f"{p}.*"))
+            for split, p in patterns.items()
+        }
         files = {s: f for s, f in files.items() if f}
         if not files:
             raise DataError(f"no data files in {root} matching {patterns} (source.splits)")

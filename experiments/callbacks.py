@@ -186,7 +186,7 @@ class RunReport(Callback):
             f"  resume:          tsuite fit -c {self.run_dir / 'config.yaml'} --ckpt_path {self.run_dir / 'checkpoints' / 'last.ckpt'}"
         )
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger.experiment.settings.mode == "offline":
+            if isinstance(logger, WandbLogger) and getattr(logger.experiment, "offline", False):
                 lines.append(
                     f"  W&B was offline; upload with: wandb sync {Path(logger.experiment.dir).parent}"
                 )

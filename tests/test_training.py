@@ -160,7 +160,7 @@ def test_wandb_offline_run_records_metrics_and_config(tmp_path: Path):
     assert b"val/loss" in records and b"train/loss" in records
     assert b"CausalLMModule" in records  # the resolved config went with the run
     assert (run / "config.yaml").is_file() and read_metrics(run)
-    assert "wandb sync" in done.stdout
+    assert "W&B was offline; upload with: wandb sync" in done.stdout
 
 
 class RecordingTranslation(TranslationModule):

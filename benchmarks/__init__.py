@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against reference implementations (`just bench`)."""
