@@ -98,6 +98,28 @@ class ResumeState(Callback):
             self._rng = None
 
 
+class SampleLog(Callback):
+    """After each validation, the task's `samples` (translations, generations, predictions
+    beside their references) go to samples.jsonl in the run folder and to a W&B table."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "samples.jsonl"
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        samples = getattr(pl_module, "samples", [])
+        if trainer.sanity_checking or not samples:
+            return
+        with self.path.open("a") as file:
+            for sample in samples:
+                file.write(json.dumps({"step": trainer.global_step, **sample}) + "\n")
+        columns = list(samples[0])
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                rows = [[trainer.global_step, *(s.get(c, "") for c in columns)] for s in samples]
+                logger.log_text(key="samples", columns=["step", *columns], data=rows)
+
+
 class RunReport(Callback):
     """The start line, the metric history, and the end-of-run summary."""
 
@@ -178,7 +200,7 @@ class RunReport(Callback):
                     f"  {name:<{width}}  {summary['best'].get(name, value):>10.4f}  {value:>10.4f}"
                 )
         for sample in summary["samples"][:4]:
-            lines.append("  " + " | ".join(f"{k}: {v}" for k, v in sample.items()))
+            lines.append("  " + " | ".join(f"{k}: {_short(str(v))}" for k, v in sample.items()))
         if summary["best_checkpoint"]:
             lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
         lines.append(f"  run folder:      {summary['run_dir']}")
@@ -191,3 +213,8 @@ class RunReport(Callback):
                     f"  W&B was offline; upload with: wandb sync {Path(logger.experiment.dir).parent}"
                 )
         return "\n".join(lines)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = text.replace("\n", "⏎")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -8,6 +8,7 @@ user can make into one-paragraph errors instead of tracebacks.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
@@ -27,7 +28,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa:
 from lightning.pytorch.loggers import Logger, WandbLogger  # noqa: E402
 
 from datamodules.sources import DataError  # noqa: E402
-from experiments.callbacks import ResumeState, RunReport, Throughput  # noqa: E402
+from experiments.callbacks import ResumeState, RunReport, SampleLog, Throughput  # noqa: E402
 from experiments.csv_logger import RunCSVLogger  # noqa: E402
 from experiments.runs import (  # noqa: E402
     experiment_name,
@@ -137,6 +138,7 @@ class SuiteCLI(LightningCLI):
         callbacks = [
             throughput,
             RunReport(experiment, run_dir, throughput),
+            SampleLog(run_dir),
             LearningRateMonitor("step"),
         ]
         monitor, mode = getattr(self.model, "monitor", ("val/loss", "min"))
@@ -207,10 +209,17 @@ def check_config_files(args: list[str]) -> None:
                 raise ValueError(f"{path}{where}: not valid YAML ({problem})") from error
 
 
+TOOLS = {"generate": "experiments.generate"}  # suite commands beside LightningCLI's
+
+
 def main(args: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
+    argv = sys.argv[1:] if args is None else args
     try:
-        check_config_files(sys.argv[1:] if args is None else args)
+        if argv and argv[0] in TOOLS:
+            importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+            return
+        check_config_files(argv)
         SuiteCLI(
             L.LightningModule,
             L.LightningDataModule,

@@ -1,10 +1,16 @@
-"""Decoding on the KV cache. Greedy search for the encoder-decoder and the decoder-only model."""
+"""Decoding on the KV cache: greedy translation for the encoder-decoder; greedy and sampled
+continuation (temperature, top-k, top-p, repetition penalty, stop tokens, batched prompts of
+different lengths) for the decoder-only model."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from modules.layers import LayerCache
 from modules.models import DecoderTransformer, EncoderDecoderTransformer
 
 
@@ -36,18 +42,154 @@ def greedy_translate(
     return torch.cat(out, dim=1)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How `generate` picks each next token. temperature 0 is greedy decoding; otherwise
+    logits are divided by the temperature, cut to the `top_k` most likely tokens and to the
+    smallest set whose probability reaches `top_p`, then sampled. A `repetition_penalty` > 1
+    makes tokens already in the sequence less likely (CTRL, Keskar et al. 2019)."""
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy)")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k} must be >= 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must lie in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty={self.repetition_penalty} must be > 0")
+
+
+def next_token(
+    logits: Tensor, seen: Tensor | None, sampling: Sampling, generator: torch.Generator | None
+) -> Tensor:
+    """(batch, vocab) logits -> (batch,) next tokens. `seen` marks (batch, vocab) tokens
+    already in each sequence, for the repetition penalty."""
+    logits = logits.float()
+    if sampling.repetition_penalty != 1.0 and seen is not None:
+        penalised = torch.where(
+            logits > 0, logits / sampling.repetition_penalty, logits * sampling.repetition_penalty
+        )
+        logits = torch.where(seen, penalised, logits)
+    if sampling.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / sampling.temperature
+    if sampling.top_k is not None and sampling.top_k < logits.size(-1):
+        kth = logits.topk(sampling.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p is not None and sampling.top_p < 1:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        # drop a token when the tokens before it already reach top_p (the first always stays)
+        drop = (cumulative - ordered.softmax(dim=-1)) >= sampling.top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probabilities = logits.softmax(dim=-1)
+    return torch.multinomial(probabilities, 1, generator=generator)[:, 0]
+
+
 @torch.no_grad()
-def greedy_continue(model: DecoderTransformer, input_ids: Tensor, max_new_tokens: int) -> Tensor:
-    """Greedy continuation (batch, max_new_tokens) of unpadded prompts of equal length."""
-    steps = min(max_new_tokens, model.cfg.max_len - input_ids.size(1))
-    cache = model.new_cache(input_ids.size(1) + steps)
-    logits = model(input_ids, cache=cache)
-    out = []
-    for _ in range(steps):
-        token = logits[:, -1].argmax(dim=-1, keepdim=True)
+def generate(
+    model: DecoderTransformer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    sampling: Sampling | None = None,
+    stop_ids: tuple[int, ...] = (),
+    pad_id: int = 0,
+    overflow: Literal["error", "slide"] = "error",
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """Continue each prompt by up to `max_new_tokens` tokens; returns the new tokens only,
+    each list ending before its first stop token.
+
+    Prompts of different lengths are left-padded; positions count from each prompt's first
+    real token (as HF GPT-2 does), so padding never changes a continuation. When prompt plus
+    continuation exceed the model's context (`cfg.max_len`), overflow="error" refuses with
+    the lengths, "slide" keeps going on the last `max_len` tokens like nanoGPT (recomputing,
+    without the cache, once the window slides).
+    """
+    sampling = sampling or Sampling()
+    context = model.cfg.max_len
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token (an empty prompt has no context)")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    longest = max(len(p) for p in prompts)
+    if overflow == "error" and longest + max_new_tokens > context:
+        raise ValueError(
+            f"prompt of {longest} tokens + max_new_tokens={max_new_tokens} exceeds the model's "
+            f"context of {context} tokens; shorten the prompt, lower max_new_tokens, or use "
+            "overflow='slide'"
+        )
+    device = next(model.parameters()).device
+    tokens = torch.full((len(prompts), longest), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(tokens)
+    for row, prompt in enumerate(prompts):
+        tokens[row, longest - len(prompt) :] = torch.tensor(prompt)
+        mask[row, longest - len(prompt) :] = 1
+    padded = any(len(p) < longest for p in prompts)
+    seen = None
+    if sampling.repetition_penalty != 1.0:
+        seen = torch.zeros(len(prompts), model.cfg.vocab_size, dtype=torch.bool, device=device)
+        seen.scatter_(1, tokens, mask.bool())
+    finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    capacity = min(context, longest + max_new_tokens)
+    cache = model.new_cache(capacity) if use_cache and longest <= context else None
+    logits = _forward(model, tokens, mask if padded else None, cache, context)
+    out: list[Tensor] = []
+    for _ in range(max_new_tokens):
+        token = next_token(logits[:, -1], seen, sampling, generator).masked_fill(finished, pad_id)
         out.append(token)
-        logits = model(token, cache=cache)
-    return torch.cat(out, dim=1) if out else input_ids[:, :0]
+        if len(stops):
+            finished |= torch.isin(token, stops)
+        if seen is not None:
+            seen.scatter_(1, token[:, None], True)
+        if bool(finished.all()):
+            break
+        tokens = torch.cat([tokens, token[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        if cache is not None and cache[0].self_attn.length >= capacity:
+            cache = None  # the window slides from here on: recompute without the cache
+        new = tokens[:, -1:] if cache is not None else tokens
+        logits = _forward(model, new, mask if padded else None, cache, context)
+    generated = torch.stack(out, dim=1).tolist()
+    return [_until_stop(row, stop_ids) for row in generated]
+
+
+def _forward(
+    model: DecoderTransformer,
+    tokens: Tensor,
+    mask: Tensor | None,
+    cache: list[LayerCache] | None,
+    context: int,
+) -> Tensor:
+    """Logits for `tokens`: with a cache, the new tokens after the cached ones; without, the
+    whole sequence cut to its last `context` positions. `mask` (1 = real token) covers every
+    position, cached ones included; positions count from each row's first real token."""
+    if cache is None:
+        tokens = tokens[:, -context:]
+        mask = mask[:, -context:] if mask is not None else None
+        past = 0
+    else:
+        past = cache[0].self_attn.length
+    if mask is None:
+        positions = torch.arange(past, past + tokens.size(1), device=tokens.device)[None]
+    else:
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past : past + tokens.size(1)]
+    return model(tokens, attention_mask=mask, position_ids=positions, cache=cache)
+
+
+def _until_stop(ids: list[int], stop_ids: tuple[int, ...]) -> list[int]:
+    for i, token in enumerate(ids):
+        if token in stop_ids:
+            return ids[:i]
+    return ids
 
 
 def until_eos(ids: list[int], eos_id: int) -> list[int]:

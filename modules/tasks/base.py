@@ -4,11 +4,13 @@ validation loss aggregation. Subclasses supply the model family and `loss`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from tokenizers import Tokenizer
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
@@ -48,6 +50,7 @@ class TaskModule(L.LightningModule):
         self.compile_model = compile
         self.val_loss = MeanMetric()
         self.samples: list[dict[str, str]] = []  # a few examples from the last validation
+        self.tokenizer: Tokenizer | None = None
         self._step_tokens: Tensor | None = None
 
     def build_config(
@@ -64,7 +67,21 @@ class TaskModule(L.LightningModule):
     def store_hparams(self) -> None:
         """save_hyperparameters with plain types only (checkpoints load with weights_only)."""
         self.save_hyperparameters()
-        self.hparams["optim"] = asdict(self.optim)
+        for key, value in list(self.hparams.items()):
+            if is_dataclass(value) and not isinstance(value, type):
+                self.hparams[key] = asdict(value)
+
+    # --- tokenizer: loaded from the data module's file, and carried inside checkpoints ----------
+    def load_tokenizer(self, path: str | None) -> None:
+        self.tokenizer = Tokenizer.from_file(path) if path and Path(path).is_file() else None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is not None:
+            checkpoint["tokenizer_json"] = self.tokenizer.to_str()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is None and "tokenizer_json" in checkpoint:
+            self.tokenizer = Tokenizer.from_str(checkpoint["tokenizer_json"])
 
     def configure_model(self) -> None:
         if self.compile_model:

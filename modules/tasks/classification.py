@@ -3,7 +3,6 @@ pretrained weights (a HF BERT folder, a packaged model, or our own MLM checkpoin
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -12,39 +11,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from modules.config import EncoderConfig
-from modules.interop import from_hf
 from modules.models import EncoderTransformer
 from modules.tasks.base import OptimizerConfig, TaskModule
+from modules.tasks.pretrained import pretrained_model
 
 # BERT fine-tuning: AdamW lr 5e-5 (Devlin et al.), weight decay 0.01, warm-up, linear decay.
 FINETUNE_OPTIM = OptimizerConfig(
     lr=5e-5, weight_decay=0.01, schedule="linear", warmup_steps=100, min_lr_ratio=0.0
 )
-DROPOUT_KEYS = {"dropout", "attn_dropout"}
-
-
-def load_encoder(init_from: str) -> EncoderTransformer:
-    """Our MLM checkpoint (.ckpt) or a HF BERT (folder or `package:MODULE`)."""
-    if init_from.endswith(".ckpt"):
-        checkpoint = torch.load(init_from, map_location="cpu", weights_only=True)
-        hparams = checkpoint["hyper_parameters"]
-        cfg = EncoderConfig.from_preset(
-            hparams["preset"],
-            **(hparams.get("arch") or {}),
-            vocab_size=hparams["vocab_size"],
-            pad_token_id=hparams.get("pad_id"),
-        )
-        encoder = EncoderTransformer(cfg)
-        weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
-        try:
-            encoder.load_state_dict(weights)
-        except RuntimeError as error:
-            raise ValueError(f"checkpoint {init_from} does not fit an encoder: {error}") from error
-        return encoder
-    model = from_hf(init_from)
-    if not isinstance(model, EncoderTransformer):
-        raise ValueError(f"{init_from} is a {type(model).__name__}, not a BERT-style encoder")
-    return model
 
 
 class SequenceClassificationModule(TaskModule):
@@ -66,24 +40,8 @@ class SequenceClassificationModule(TaskModule):
         then only change dropout."""
         super().__init__(optim, compile, monitor="val/accuracy")
         if init_from:
-            extra = sorted(set(arch or {}) - DROPOUT_KEYS)
-            if extra:
-                raise ValueError(
-                    f"model.arch {extra} cannot change pretrained weights ({init_from})"
-                )
-            pretrained = load_encoder(init_from)
-            if pretrained.cfg.vocab_size != vocab_size:
-                raise ValueError(
-                    f"{init_from} has a vocabulary of {pretrained.cfg.vocab_size} but the data "
-                    f"module's tokenizer has {vocab_size}; use the model's own tokenizer.json"
-                )
-            # Same weights, the configured dropout, and no MLM head (unused parameters would
-            # stall DDP).
-            cfg = dataclasses.replace(pretrained.cfg, mlm_head=False, **(arch or {}))
-            self.model = EncoderTransformer(cfg)
-            state = pretrained.state_dict()
-            self.model.load_state_dict(
-                {k: v for k, v in state.items() if not k.startswith("mlm_head.")}
+            self.model = pretrained_model(
+                init_from, EncoderTransformer, vocab_size, arch, mlm_head=False
             )
         else:
             cfg = self.build_config(

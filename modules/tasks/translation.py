@@ -6,7 +6,6 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.text import CHRFScore, SacreBLEUScore
@@ -49,12 +48,13 @@ class TranslationModule(TaskModule):
         detokenised text when `bleu` and `tokenizer_path` (linked from the data module) are
         set. `monitor` picks the best checkpoint (chrF suits one-word outputs, where BLEU's
         4-grams do not exist)."""
-        super().__init__(optim, compile, monitor if bleu else "val/loss")
+        super().__init__(optim, compile, monitor if bleu and tokenizer_path else "val/loss")
         cfg = self.build_config(preset, arch, vocab_size=vocab_size, pad_token_id=pad_id)
         self.model = EncoderDecoderTransformer(cfg)  # type: ignore[arg-type]
         self.bos_id, self.eos_id = bos_id, eos_id
         self.label_smoothing = label_smoothing
-        self.tokenizer = Tokenizer.from_file(tokenizer_path) if tokenizer_path and bleu else None
+        self.load_tokenizer(tokenizer_path)
+        self.decode_during_validation = bleu
         self.bleu = SacreBLEUScore()
         self.chrf = CHRFScore(n_word_order=0)  # chrF (sacreBLEU default), not chrF++
         self.exact_match = MeanMetric()
@@ -81,7 +81,7 @@ class TranslationModule(TaskModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)
-        if self.tokenizer is None:
+        if self.tokenizer is None or not self.decode_during_validation:
             return
         hypotheses = self.translate(batch["input_ids"], batch["attention_mask"])
         labels = [[t for t in row if t >= 0] for row in batch["labels"].tolist()]
@@ -98,7 +98,7 @@ class TranslationModule(TaskModule):
             ]
 
     def _log_decoding(self, stage: str) -> None:
-        if self.tokenizer is None:
+        if self.tokenizer is None or not self.decode_during_validation:
             return
         self.log(f"{stage}/bleu", self.bleu.compute() * 100, prog_bar=stage == "val")
         self.log(f"{stage}/chrf", self.chrf.compute() * 100)
