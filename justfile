@@ -41,6 +41,15 @@ fmt: ensure
     .venv/bin/ruff check --fix .
     .venv/bin/ruff format .
 
+# start a W&B sweep agent for experiments/sweeps/NAME.yaml (offline: tsuite sweep FILE)
+sweep NAME: ensure
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PATH="$PWD/.venv/bin:$PATH"
+    id=$(wandb sweep --project transformer-suite experiments/sweeps/{{NAME}}.yaml 2>&1 | tee /dev/stderr | sed -n 's/.*wandb agent \(.*\)$/\1/p' | tail -1)
+    [ -n "$id" ] || { echo "wandb sweep did not return a sweep id (logged in? try: wandb login)"; exit 1; }
+    wandb agent "$id"
+
 # run the benchmarks side by side with the reference implementations
 bench *ARGS: ensure
     {{offline}} {{python}} -m benchmarks "$@"

@@ -175,6 +175,7 @@ class RunReport(Callback):
             "experiment": self.experiment,
             "run_dir": str(self.run_dir),
             "model": getattr(pl_module, "describe", lambda: "")(),
+            "parameters": sum(p.numel() for p in pl_module.parameters()),
             "steps": trainer.global_step,
             "wall_seconds": round(time.perf_counter() - self._start, 1),
             "tokens_per_second": round(self.throughput.tokens_per_second, 1),

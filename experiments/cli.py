@@ -209,7 +209,13 @@ def check_config_files(args: list[str]) -> None:
                 raise ValueError(f"{path}{where}: not valid YAML ({problem})") from error
 
 
-TOOLS = {"generate": "experiments.generate"}  # suite commands beside LightningCLI's
+TOOLS = {  # suite commands beside LightningCLI's
+    "generate": "experiments.generate",
+    "compare": "experiments.compare",
+    "sweep": "experiments.sweep",
+    "attention": "experiments.attention_maps",
+    "inspect": "experiments.architecture",
+}
 
 
 def main(args: list[str] | None = None) -> None:

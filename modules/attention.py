@@ -8,6 +8,8 @@ computation out; it runs only when attention weights are requested and in tests.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,7 +23,7 @@ class KVCache:
 
     Self-attention caches are preallocated to `max_len` positions and grow with every step;
     a cross-attention cache (`max_len=None`) is sized by its one append of the source keys.
-    Tensors are (batch, kv_heads, positions, head_dim). For inference: appends are in-place.
+    Tensors are (batch, kv_heads, positions, key or value dim). For inference: appends are in-place.
     """
 
     def __init__(self, max_len: int | None = None) -> None:
@@ -34,9 +36,9 @@ class KVCache:
         """Store new positions and return all cached keys and values."""
         end = self.length + keys.size(2)
         if self.keys is None or self.values is None:
-            size = list(keys.shape)
-            size[2] = self.max_len or end
-            self.keys, self.values = keys.new_empty(size), values.new_empty(size)
+            length = self.max_len or end
+            self.keys = keys.new_empty(*keys.shape[:2], length, keys.shape[3])
+            self.values = values.new_empty(*values.shape[:2], length, values.shape[3])
         if end > self.keys.size(2):
             raise ValueError(
                 f"KV cache is full: {end} positions requested, room for {self.keys.size(2)}; "
@@ -94,7 +96,10 @@ class MultiHeadAttention(nn.Module):
         cross: bool = False,
         bias: bool = True,
         dropout: float = 0.0,
+        key_dim: int | None = None,
     ) -> None:
+        """key_dim: size of each head's queries and keys (d_k); values keep d_model / n_heads
+        (the paper's Table 3 varies d_k alone). Default: d_model / n_heads."""
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
         if d_model % n_heads:
@@ -102,16 +107,18 @@ class MultiHeadAttention(nn.Module):
         if n_heads % n_kv_heads:
             raise ValueError(f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}")
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
-        self.head_dim = d_model // n_heads
+        self.value_dim = d_model // n_heads
+        self.key_dim = key_dim or self.value_dim
         self.cross = cross
         self.dropout = dropout
-        kv_dim = n_kv_heads * self.head_dim
-        self.split_sizes = [d_model, kv_dim, kv_dim]
+        q_size, k_size = n_heads * self.key_dim, n_kv_heads * self.key_dim
+        v_size = n_kv_heads * self.value_dim
+        self.split_sizes = [q_size, k_size, v_size]
         if cross:
-            self.q = nn.Linear(d_model, d_model, bias=bias)
-            self.kv = nn.Linear(d_model, 2 * kv_dim, bias=bias)
+            self.q = nn.Linear(d_model, q_size, bias=bias)
+            self.kv = nn.Linear(d_model, k_size + v_size, bias=bias)
         else:
-            self.qkv = nn.Linear(d_model, d_model + 2 * kv_dim, bias=bias)
+            self.qkv = nn.Linear(d_model, q_size + k_size + v_size, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
         # Set `record_weights` to keep the last attention weights (batch, heads, queries, keys)
         # in `weights`; this switches to the explicit math path (for visualisation).
@@ -139,7 +146,8 @@ class MultiHeadAttention(nn.Module):
             else:
                 if context is None:
                     raise ValueError("cross-attention needs the encoder output as `context`")
-                k, v = (self._heads(t, self.n_kv_heads) for t in self.kv(context).chunk(2, -1))
+                k, v = self.kv(context).split(self.split_sizes[1:], dim=-1)
+                k, v = self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
                 if cache is not None:
                     k, v = cache.append(k, v)
         else:
@@ -156,8 +164,10 @@ class MultiHeadAttention(nn.Module):
         y = self._attend(q, k, v, mask, is_causal)
         return self.out(y.transpose(1, 2).reshape(batch, length, d_model))
 
-    def _heads(self, t: Tensor, n_heads: int) -> Tensor:
-        return t.view(t.size(0), t.size(1), n_heads, self.head_dim).transpose(1, 2)
+    @staticmethod
+    def _heads(t: Tensor, n_heads: int) -> Tensor:
+        """(batch, seq, heads * dim) -> (batch, heads, seq, dim)."""
+        return t.view(t.size(0), t.size(1), n_heads, -1).transpose(1, 2)
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool
@@ -181,3 +191,25 @@ class MultiHeadAttention(nn.Module):
             enable_gqa=self.n_kv_heads != self.n_heads,
         )
         return y if visible is None else y.masked_fill(~visible, 0.0)
+
+
+@contextmanager
+def recorded_attention(model: nn.Module) -> Iterator[dict[str, Tensor]]:
+    """Record the attention weights of every attention in `model` during the block.
+
+    Yields a dict that, when the block ends, maps module names (e.g.
+    "decoder.blocks.0.cross_attn") to their last weights (batch, heads, queries, keys).
+    Uses each module's explicit math path; the SDPA path is back afterwards.
+    """
+    modules = {name: m for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
+    weights: dict[str, Tensor] = {}
+    for module in modules.values():
+        module.record_weights = True
+    try:
+        yield weights
+    finally:
+        for name, module in modules.items():
+            module.record_weights = False
+            if module.weights is not None:
+                weights[name] = module.weights.detach()
+            module.weights = None

@@ -31,6 +31,7 @@ class TransformerConfig:
     d_ff: int = 2048
     max_len: int = 1024
     n_kv_heads: int | None = None  # grouped-query attention when smaller than n_heads
+    key_dim: int | None = None  # per-head query/key size d_k; None: d_model / n_heads
     dropout: float = 0.1  # on embeddings and residual branches
     attn_dropout: float = 0.0
     activation: Activation = "relu"
@@ -62,8 +63,10 @@ class TransformerConfig:
             raise ValueError(
                 f"n_kv_heads={self.n_kv_heads} must be a positive divisor of n_heads={self.n_heads}"
             )
-        if self.positions == "rotary" and self.head_dim % 2:
-            raise ValueError(f"rotary positions need an even head dimension, got {self.head_dim}")
+        if self.key_dim is not None and self.key_dim <= 0:
+            raise ValueError(f"key_dim={self.key_dim} must be a positive integer")
+        if self.positions == "rotary" and self.qk_dim % 2:
+            raise ValueError(f"rotary positions need an even key dimension, got {self.qk_dim}")
         if self.positions == "sinusoidal" and self.d_model % 2:
             raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
         for name in ("dropout", "attn_dropout"):
@@ -73,6 +76,11 @@ class TransformerConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def qk_dim(self) -> int:
+        """Per-head size of queries and keys (where rotary positions act)."""
+        return self.key_dim or self.head_dim
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TransformerConfig:

@@ -34,6 +34,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
+        self.activation = cfg.activation
         self.gated = cfg.activation == "swiglu"
         self.act = ACTIVATIONS["silu" if self.gated else cfg.activation]
         self.up = nn.Linear(cfg.d_model, cfg.d_ff * (2 if self.gated else 1), bias=cfg.bias)
@@ -60,7 +61,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: TransformerConfig, cross_attention: bool = False) -> None:
         super().__init__()
-        attn = dict(n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, bias=cfg.bias)
+        attn = dict(
+            n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, bias=cfg.bias, key_dim=cfg.key_dim
+        )
         self.self_attn = MultiHeadAttention(cfg.d_model, dropout=cfg.attn_dropout, **attn)
         self.self_attn_norm = make_norm(cfg)
         self.cross_attn = None
@@ -120,7 +123,7 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(n_layers))
         self.final_norm = make_norm(cfg) if cfg.pre_norm else None
         self.rotary = (
-            RotaryEmbedding(cfg.head_dim, cfg.max_len, cfg.rope_base)
+            RotaryEmbedding(cfg.qk_dim, cfg.max_len, cfg.rope_base)
             if cfg.positions == "rotary"
             else None
         )

@@ -23,10 +23,10 @@ def _both_paths(attn: MultiHeadAttention, *args, **kwargs) -> tuple[torch.Tensor
     return fast, slow
 
 
-@pytest.mark.parametrize("n_kv_heads", [None, 2, 1])
+@pytest.mark.parametrize(("n_kv_heads", "key_dim"), [(None, None), (2, None), (1, None), (2, 4)])
 @pytest.mark.parametrize("case", ["full", "causal", "padded", "padded-causal"])
-def test_sdpa_equals_math(case, n_kv_heads):
-    attn = _attention(n_kv_heads=n_kv_heads)
+def test_sdpa_equals_math(case, n_kv_heads, key_dim):
+    attn = _attention(n_kv_heads=n_kv_heads, key_dim=key_dim)
     x = torch.randn(3, 7, 32)
     attention_mask = None
     if "padded" in case:
@@ -158,3 +158,11 @@ def test_attention_dropout_only_in_training():
     assert torch.equal(attn(x), attn(x))
     attn.train()
     assert not torch.equal(attn(x), attn(x))
+
+
+def test_key_dim_changes_only_queries_and_keys():
+    attn = _attention(key_dim=2, n_kv_heads=2)
+    assert attn.qkv.out_features == 4 * 2 + 2 * 2 + 2 * 8  # q: 4 heads x 2, k: 2 x 2, v: 2 x 8
+    cross = _attention(key_dim=2, cross=True)
+    assert cross.q.out_features == 8 and cross.kv.out_features == 4 * 2 + 32
+    assert attn(torch.randn(2, 5, 32), is_causal=True).shape == (2, 5, 32)

@@ -37,6 +37,7 @@ VARIANTS = {
     "gqa-rotary": dict(n_kv_heads=2, positions="rotary"),
     "rmsnorm-swiglu-post": dict(norm="rmsnorm", activation="swiglu", pre_norm=False),
     "sinusoidal-pre": dict(positions="sinusoidal", pre_norm=True),
+    "key-dim-rotary": dict(key_dim=8, positions="rotary", n_kv_heads=2),
 }
 
 

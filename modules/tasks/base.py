@@ -76,6 +76,7 @@ class TaskModule(L.LightningModule):
         self.tokenizer = Tokenizer.from_file(path) if path and Path(path).is_file() else None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["task_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
         if self.tokenizer is not None:
             checkpoint["tokenizer_json"] = self.tokenizer.to_str()
 
@@ -137,6 +138,40 @@ class TaskModule(L.LightningModule):
     def log_test_metrics(self, loss: Tensor) -> None:
         """Extra test metrics of a task."""
 
+    # --- probes (attention maps) -------------------------------------------------------------
+    def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
+        """A batch of one example made from raw text, with labels so `loss` can run it."""
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        if self.tokenizer is None:
+            raise ValueError("this model carries no tokenizer to encode text with")
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids:
+            raise ValueError(f"{text!r} encodes to no tokens")
+        return ids
+
+    @staticmethod
+    def first_example(batch: dict[str, Tensor], max_length: int = 32) -> dict[str, Tensor]:
+        """The first example of a batch without its padding, at most `max_length` tokens."""
+        one = {k: v[:1] for k, v in batch.items()}
+        length = one["input_ids"].size(1)
+        if "attention_mask" in one:
+            length = int(one["attention_mask"].sum())
+        length = min(length, max_length)
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            if key in one:
+                one[key] = one[key][:, :length]
+        if "decoder_input_ids" in one:
+            target = min(int((one["labels"] != -100).sum()), max_length)
+            one["decoder_input_ids"], one["labels"] = (
+                one["decoder_input_ids"][:, :target],
+                one["labels"][:, :target],
+            )
+        elif one["labels"].dim() == 2:
+            one["labels"] = one["labels"][:, :length]
+        return one
+
     # --- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
@@ -173,3 +208,20 @@ class TaskModule(L.LightningModule):
             f"({cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads), "
             f"{params / 1e6:.2f}M parameters"
         )
+
+
+def encoder_text_batch(task: TaskModule, text: str, label: int | None) -> dict[str, Tensor]:
+    """[CLS] text [SEP] as a batch of one for an encoder task; `label` for classification,
+    None for masked LM (no position is a target)."""
+    ids = [
+        t
+        for t in (getattr(task, "bos_id", None), *task.encode(text), getattr(task, "eos_id", None))
+        if t is not None
+    ]
+    input_ids = torch.tensor([ids], device=task.device)
+    labels = (
+        torch.full_like(input_ids, -100)
+        if label is None
+        else torch.tensor([label], device=task.device)
+    )
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}

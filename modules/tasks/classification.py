@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric
 
 from modules.config import EncoderConfig
 from modules.models import EncoderTransformer
-from modules.tasks.base import OptimizerConfig, TaskModule
+from modules.tasks.base import OptimizerConfig, TaskModule, encoder_text_batch
 from modules.tasks.pretrained import pretrained_model
 
 # BERT fine-tuning: AdamW lr 5e-5 (Devlin et al.), weight decay 0.01, warm-up, linear decay.
@@ -29,6 +29,9 @@ class SequenceClassificationModule(TaskModule):
         vocab_size: int,
         pad_id: int,
         num_classes: int,
+        bos_id: int | None = None,
+        eos_id: int | None = None,
+        tokenizer_path: str | None = None,
         preset: str = "bert-base",
         arch: dict[str, Any] | None = None,
         init_from: str | None = None,
@@ -56,7 +59,12 @@ class SequenceClassificationModule(TaskModule):
         nn.init.normal_(self.head[1].weight, std=0.02)
         nn.init.zeros_(self.head[1].bias)
         self.accuracy = MeanMetric()
+        self.bos_id, self.eos_id = bos_id, eos_id
+        self.load_tokenizer(tokenizer_path)
         self.store_hparams()
+
+    def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
+        return encoder_text_batch(self, text, label=0)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         hidden = self.model(

@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric
 from modules.config import DecoderConfig, EncoderConfig
 from modules.generation import Sampling, generate
 from modules.models import DecoderTransformer, EncoderTransformer
-from modules.tasks.base import OptimizerConfig, TaskModule
+from modules.tasks.base import OptimizerConfig, TaskModule, encoder_text_batch
 from modules.tasks.pretrained import pretrained_model
 
 # GPT-style: AdamW(0.9, 0.95), weight decay 0.1 on matrices, warm-up then cosine to 10%.
@@ -100,6 +100,13 @@ class CausalLMModule(TaskModule):
     def log_test_metrics(self, loss: Tensor) -> None:
         self.log("test/ppl", loss.exp())
 
+    def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
+        ids = self.encode(text)
+        return {
+            "input_ids": torch.tensor([ids], device=self.device),
+            "labels": torch.tensor([[*ids[1:], -100]], device=self.device),
+        }
+
 
 class MaskedLMModule(TaskModule):
     """MLM loss and accuracy on the masked positions (masking is done by the collator)."""
@@ -110,6 +117,9 @@ class MaskedLMModule(TaskModule):
         self,
         vocab_size: int,
         pad_id: int,
+        bos_id: int | None = None,
+        eos_id: int | None = None,
+        tokenizer_path: str | None = None,
         preset: str = "bert-base",
         arch: dict[str, Any] | None = None,
         optim: OptimizerConfig = MASKED_LM_OPTIM,
@@ -119,7 +129,12 @@ class MaskedLMModule(TaskModule):
         cfg = self.build_config(preset, arch, vocab_size=vocab_size, pad_token_id=pad_id)
         self.model = EncoderTransformer(cfg)  # type: ignore[arg-type]
         self.accuracy = MeanMetric()
+        self.bos_id, self.eos_id = bos_id, eos_id
+        self.load_tokenizer(tokenizer_path)
         self.store_hparams()
+
+    def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
+        return encoder_text_batch(self, text, label=None)
 
     def _logits(self, batch: dict[str, Tensor]) -> Tensor:
         hidden = self.model(

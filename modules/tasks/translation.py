@@ -79,6 +79,22 @@ class TranslationModule(TaskModule):
         ids = greedy_translate(self.model, input_ids, attention_mask, self.bos_id, self.eos_id)
         return self.tokenizer.decode_batch([until_eos(row, self.eos_id) for row in ids.tolist()])
 
+    def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
+        """The source `text` with `target` (default: the model's greedy translation)."""
+        source = torch.tensor([self.encode(text)], device=self.device)
+        mask = torch.ones_like(source)
+        if target is None:
+            ids = greedy_translate(self.model, source, mask, self.bos_id, self.eos_id)
+            target_ids = until_eos(ids[0].tolist(), self.eos_id)
+        else:
+            target_ids = self.encode(target)
+        return {
+            "input_ids": source,
+            "attention_mask": mask,
+            "decoder_input_ids": torch.tensor([[self.bos_id, *target_ids]], device=self.device),
+            "labels": torch.tensor([[*target_ids, self.eos_id]], device=self.device),
+        }
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)
         if self.tokenizer is None or not self.decode_during_validation:

@@ -1,0 +1,312 @@
+"""`tsuite inspect CONFIG_OR_CHECKPOINT`: the model as a tree from the embeddings through
+every block to the head, with tensor shapes for a sample batch, parameter counts, which
+attention each layer uses with which mask, and each part's share of parameters and FLOPs.
+Printed as text and written as a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from modules.attention import MultiHeadAttention
+from modules.layers import Block, Embeddings, FeedForward, Stack
+from modules.tasks import TaskModule
+
+POSITIONS = {"Embedding": "learned positions", "SinusoidalPositions": "sinusoidal positions"}
+
+
+@dataclass
+class Part:
+    depth: int
+    name: str
+    kind: str
+    shape: str = ""
+    params: int = 0
+    flops: int = 0
+
+
+def sample_batch(task: TaskModule, batch: int, length: int) -> dict[str, Tensor]:
+    vocab = task.model.cfg.vocab_size
+    ids = torch.randint(4, vocab, (batch, length))
+    mask = torch.ones_like(ids)
+    mask[-1, length * 3 // 4 :] = 0  # one padded sequence, so the masks show
+    out = {"input_ids": ids, "attention_mask": mask, "labels": ids.clone()}
+    if hasattr(task.model, "decode"):
+        target = torch.randint(4, vocab, (batch, max(2, length * 3 // 4)))
+        out.update(decoder_input_ids=target, labels=target)
+    if "Classification" in type(task).__name__:
+        out["labels"] = torch.zeros(batch, dtype=torch.long)
+    if "CausalLM" in type(task).__name__:
+        out.pop("attention_mask")
+    return out
+
+
+def describe_attention(module: MultiHeadAttention, call: dict[str, Any]) -> str:
+    kind = "cross-attention (Q: decoder, K/V: encoder)" if module.cross else "self-attention"
+    if call.get("is_causal"):
+        mask = "causal mask"
+    elif call.get("mask") is not None:
+        mask = (
+            "causal + padding mask"
+            if call["mask"].size(-2) > 1 and not module.cross and _is_causal(call["mask"])
+            else "key padding mask"
+        )
+    else:
+        mask = "no mask"
+    heads = f"{module.n_heads} heads" + (
+        f", {module.n_kv_heads} K/V heads" if module.n_kv_heads != module.n_heads else ""
+    )
+    return f"{kind}, {heads} x d_k {module.key_dim}, {mask}"
+
+
+def _is_causal(mask: Tensor) -> bool:
+    return bool(mask[0, 0, 0, 1:].logical_not().all()) if mask.size(-1) > 1 else False
+
+
+def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
+    model = task.model
+    calls: dict[str, dict[str, Any]] = {}
+    shapes: dict[str, str] = {}
+    hooks = []
+    named = dict(model.named_modules())
+    for name, module in named.items():
+
+        def hook(mod: nn.Module, args: tuple, kwargs: dict, output: Any, name: str = name) -> None:
+            if name not in shapes:
+                first = args[0] if args else next(iter(kwargs.values()), None)
+                shape_in = tuple(first.shape) if isinstance(first, Tensor) else ""
+                shape_out = tuple(output.shape) if isinstance(output, Tensor) else ""
+                shapes[name] = f"{shape_in} -> {shape_out}"
+                calls[name] = kwargs
+
+        hooks.append(module.register_forward_hook(hook, with_kwargs=True))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        task.loss(batch)
+    for handle in hooks:
+        handle.remove()
+    flops = {
+        k.split(".", 1)[1] if "." in k else "": sum(v.values())
+        for k, v in counter.get_flop_counts().items()
+        if k != "Global"
+    }
+    counted: set[int] = set()
+
+    def params(module: nn.Module) -> int:
+        total = 0
+        for p in module.parameters():
+            if id(p) not in counted:
+                counted.add(id(p))
+                total += p.numel()
+        return total
+
+    parts: list[Part] = []
+    for name, module in model.named_children():
+        if isinstance(module, Embeddings):
+            positions = POSITIONS.get(
+                type(module.positions).__name__, "rotary positions in attention"
+            )
+            shared = " (shared)" if id(module.tokens.weight) in counted else ""
+            scale = " x sqrt(d)" if module.scale != 1 else ""
+            kind = (
+                f"embeddings: tokens{shared}{scale} + {positions}"
+                + (" + token types" if module.token_types is not None else "")
+                + (" -> norm" if module.norm is not None else "")
+            )
+            parts.append(
+                Part(0, name, kind, shapes.get(name, ""), params(module), flops.get(name, 0))
+            )
+        elif isinstance(module, Stack):
+            causal = "causal" if module.causal else "bidirectional"
+            parts.append(
+                Part(
+                    0,
+                    name,
+                    f"stack of {len(module.blocks)} blocks ({causal})",
+                    shapes.get(name, ""),
+                )
+            )
+            for i, block in enumerate(module.blocks):
+                prefix = f"{name}.blocks.{i}"
+                assert isinstance(block, Block)
+                placement = "pre-LN" if block.pre_norm else "post-LN"
+                parts.append(Part(1, f"blocks.{i}", f"block ({placement})", shapes.get(prefix, "")))
+                for sub_name, sub in block.named_children():
+                    full = f"{prefix}.{sub_name}"
+                    if isinstance(sub, MultiHeadAttention):
+                        attention_flops = _attention_flops(
+                            sub, calls.get(full, {}), shapes.get(full, "")
+                        )
+                        kind = describe_attention(sub, calls.get(full, {}))
+                        parts.append(
+                            Part(
+                                2,
+                                sub_name,
+                                kind,
+                                shapes.get(full, ""),
+                                params(sub),
+                                flops.get(full, 0) + attention_flops,
+                            )
+                        )
+                    elif isinstance(sub, FeedForward):
+                        kind = f"feed-forward {sub.up.in_features} -> {sub.down.in_features} -> {sub.down.out_features} ({sub.activation})"
+                        parts.append(
+                            Part(
+                                2,
+                                sub_name,
+                                kind,
+                                shapes.get(full, ""),
+                                params(sub),
+                                flops.get(full, 0),
+                            )
+                        )
+                norms = sum(
+                    params(m)
+                    for n, m in block.named_children()
+                    if n.endswith("norm") and m is not None
+                )
+                parts[-1].params += 0
+                if norms:
+                    parts.append(Part(2, "norms", type(block.ffn_norm).__name__, "", norms, 0))
+            if module.final_norm is not None:
+                parts.append(
+                    Part(
+                        1,
+                        "final_norm",
+                        type(module.final_norm).__name__,
+                        shapes.get(f"{name}.final_norm", ""),
+                        params(module.final_norm),
+                    )
+                )
+        else:
+            tied = any(
+                p is e
+                for p in module.parameters()
+                for m in model.modules()
+                if isinstance(m, nn.Embedding)
+                for e in [m.weight]
+            )
+            kind = f"{type(module).__name__}" + (
+                " (output matrix tied to the token embeddings)" if tied else ""
+            )
+            parts.append(
+                Part(0, name, kind, shapes.get(name, ""), params(module), flops.get(name, 0))
+            )
+    for name, module in task.named_children():  # heads the task adds (classifier)
+        if name != "model" and any(True for _ in module.parameters()):
+            parts.append(Part(0, f"task.{name}", type(module).__name__, "", params(module), 0))
+    return parts
+
+
+def _attention_flops(module: MultiHeadAttention, call: dict[str, Any], shape: str) -> int:
+    """QK^T and AV (the counter does not see inside the fused CPU kernel)."""
+    try:
+        queries = eval(shape.split(" -> ")[0])  # noqa: S307 - our own tuple repr
+    except (SyntaxError, IndexError):
+        return 0
+    batch, lq = queries[0], queries[1]
+    context = call.get("context")
+    lk = context.size(1) if isinstance(context, Tensor) else lq
+    return 2 * batch * module.n_heads * lq * lk * (module.key_dim + module.value_dim)
+
+
+def render_text(title: str, parts: list[Part]) -> str:
+    total_params = sum(p.params for p in parts) or 1
+    total_flops = sum(p.flops for p in parts) or 1
+    rows = [f"{'  ' * p.depth}{p.name}" for p in parts]
+    width = max(len(r) for r in rows) + 2
+    kind_width = min(90, max(len(p.kind) for p in parts) + 2)
+    lines = [
+        title,
+        f"{'part':<{width}}{'what':<{kind_width}}{'shape in -> out':<34}{'params':>10} {'share':>6} {'FLOPs':>10} {'share':>6}",
+    ]
+    for row, p in zip(rows, parts, strict=True):
+        share_p = f"{100 * p.params / total_params:5.1f}%" if p.params else ""
+        share_f = f"{100 * p.flops / total_flops:5.1f}%" if p.flops else ""
+        lines.append(
+            f"{row:<{width}}{p.kind[: kind_width - 2]:<{kind_width}}{p.shape:<34}"
+            f"{_si(p.params) if p.params else '':>10} {share_p:>6} {_si(p.flops) if p.flops else '':>10} {share_f:>6}"
+        )
+    lines.append(
+        f"{'total':<{width + kind_width + 34}}{_si(total_params):>10} {'':>6} {_si(total_flops):>10}"
+    )
+    return "\n".join(lines)
+
+
+def _si(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def render_png(text: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = text.splitlines()
+    width = max(len(line) for line in lines)
+    figure = plt.figure(figsize=(0.075 * width + 0.5, 0.19 * len(lines) + 0.5))
+    figure.text(0.01, 0.99, text, family="monospace", fontsize=8, va="top")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def load_from_config(path: Path, vocab_size: int | None) -> TaskModule:
+    """The config's model, with placeholder tokenizer facts (no data is loaded)."""
+    config = yaml.safe_load(path.read_text())
+    model = config["model"]
+    module_name, _, class_name = model["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    args = dict(model.get("init_args") or {})
+    preset = args.get("preset", inspect.signature(cls).parameters["preset"].default)
+    vocab = vocab_size or cls.config_class.from_preset(preset).vocab_size
+    linked = {"vocab_size": vocab, "pad_id": 0, "bos_id": 1, "eos_id": 2, "num_classes": 2}
+    accepted = inspect.signature(cls).parameters
+    for key, value in linked.items():
+        if key in accepted:
+            args.setdefault(key, value)
+    return cls(**args).eval()
+
+
+def main(argv: list[str]) -> None:
+    from experiments.checkpoints import load_task
+
+    p = argparse.ArgumentParser(prog="tsuite inspect", description=__doc__)
+    p.add_argument("source", type=Path, help="an experiment config (.yaml) or a checkpoint (.ckpt)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--length", type=int, default=16)
+    p.add_argument(
+        "--vocab_size", type=int, help="for a config: the tokenizer's size (default: the preset's)"
+    )
+    p.add_argument(
+        "--out", type=Path, help="PNG to write (default: <source name>-architecture.png)"
+    )
+    args = p.parse_args(argv)
+    if not args.source.is_file():
+        raise FileNotFoundError(f"{args.source} does not exist")
+    task = (
+        load_task(args.source)
+        if args.source.suffix == ".ckpt"
+        else load_from_config(args.source, args.vocab_size)
+    )
+    torch.manual_seed(0)
+    batch = sample_batch(task, args.batch, min(args.length, task.model.cfg.max_len))
+    parts = architecture(task, batch)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items() if k != "labels")
+    title = f"{type(task.model).__name__} ({type(task).__name__}) for a sample batch: {shapes}"
+    text = render_text(title, parts)
+    print(text)
+    out = args.out or Path(f"{args.source.stem}-architecture.png")
+    render_png(text, out)
+    print(f"\nwritten: {out}")
