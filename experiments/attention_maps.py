@@ -125,7 +125,8 @@ class AttentionMaps(Callback):
         if self._count % self.every:
             return
         if self._probe is None:  # the last batch: translation batches grow in length
-            *_, batch = iter(trainer.datamodule.val_dataloader())
+            with torch.random.fork_rng():  # a loader iterator draws a seed: keep training's RNG
+                *_, batch = iter(trainer.datamodule.val_dataloader())
             self._probe = pl_module.first_example(batch, self.max_length)
         probe = {k: v.to(pl_module.device) for k, v in self._probe.items()}
         folder = Path(trainer.default_root_dir) / "attention" / f"step-{trainer.global_step}"
