@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from modules.attention import MultiHeadAttention
-from modules.layers import Block, Embeddings, FeedForward, Stack
+from modules.layers import Embeddings, FeedForward, Stack
 from modules.tasks import TaskModule
 
 POSITIONS = {"Embedding": "learned positions", "SinusoidalPositions": "sinusoidal positions"}
@@ -73,144 +73,114 @@ def _is_causal(mask: Tensor) -> bool:
 
 
 def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
+    """Run `batch` through the task once, recording shapes, call arguments and FLOPs, and
+    describe the model part by part (parameters shared by two parts count once)."""
     model = task.model
+    shapes: dict[str, tuple[tuple, tuple]] = {}
     calls: dict[str, dict[str, Any]] = {}
-    shapes: dict[str, str] = {}
-    hooks = []
-    named = dict(model.named_modules())
-    for name, module in named.items():
 
-        def hook(mod: nn.Module, args: tuple, kwargs: dict, output: Any, name: str = name) -> None:
+    def record(name: str):  # noqa: ANN202 - a forward hook
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             if name not in shapes:
                 first = args[0] if args else next(iter(kwargs.values()), None)
-                shape_in = tuple(first.shape) if isinstance(first, Tensor) else ""
-                shape_out = tuple(output.shape) if isinstance(output, Tensor) else ""
-                shapes[name] = f"{shape_in} -> {shape_out}"
+                shapes[name] = (_shape(first), _shape(output))
                 calls[name] = kwargs
 
-        hooks.append(module.register_forward_hook(hook, with_kwargs=True))
+        return hook
+
+    hooks = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in model.named_modules()]
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         task.loss(batch)
     for handle in hooks:
         handle.remove()
     flops = {
-        k.split(".", 1)[1] if "." in k else "": sum(v.values())
+        k.partition(".")[2]: sum(v.values())
         for k, v in counter.get_flop_counts().items()
-        if k != "Global"
+        if "." in k
     }
     counted: set[int] = set()
 
-    def params(module: nn.Module) -> int:
-        total = 0
-        for p in module.parameters():
+    def part(
+        depth: int, name: str, kind: str, full: str, module: nn.Module | None = None, extra: int = 0
+    ) -> Part:
+        params = 0
+        for p in module.parameters() if module is not None else ():
             if id(p) not in counted:
                 counted.add(id(p))
-                total += p.numel()
-        return total
+                params += p.numel()
+        shape_in, shape_out = shapes.get(full, ((), ()))
+        shape = f"{shape_in} -> {shape_out}" if shape_in else ""
+        return Part(
+            depth,
+            name,
+            kind,
+            shape,
+            params,
+            flops.get(full, 0) + extra if module is not None else 0,
+        )
 
     parts: list[Part] = []
     for name, module in model.named_children():
         if isinstance(module, Embeddings):
-            positions = POSITIONS.get(
-                type(module.positions).__name__, "rotary positions in attention"
-            )
-            shared = " (shared)" if id(module.tokens.weight) in counted else ""
-            scale = " x sqrt(d)" if module.scale != 1 else ""
-            kind = (
-                f"embeddings: tokens{shared}{scale} + {positions}"
-                + (" + token types" if module.token_types is not None else "")
-                + (" -> norm" if module.norm is not None else "")
-            )
-            parts.append(
-                Part(0, name, kind, shapes.get(name, ""), params(module), flops.get(name, 0))
-            )
+            parts.append(part(0, name, describe_embeddings(module, counted), name, module))
         elif isinstance(module, Stack):
-            causal = "causal" if module.causal else "bidirectional"
-            parts.append(
-                Part(
-                    0,
-                    name,
-                    f"stack of {len(module.blocks)} blocks ({causal})",
-                    shapes.get(name, ""),
-                )
-            )
+            direction = "causal" if module.causal else "bidirectional"
+            parts.append(part(0, name, f"stack of {len(module.blocks)} blocks ({direction})", name))
             for i, block in enumerate(module.blocks):
                 prefix = f"{name}.blocks.{i}"
-                assert isinstance(block, Block)
                 placement = "pre-LN" if block.pre_norm else "post-LN"
-                parts.append(Part(1, f"blocks.{i}", f"block ({placement})", shapes.get(prefix, "")))
+                parts.append(part(1, f"blocks.{i}", f"block ({placement})", prefix))
                 for sub_name, sub in block.named_children():
                     full = f"{prefix}.{sub_name}"
                     if isinstance(sub, MultiHeadAttention):
-                        attention_flops = _attention_flops(
-                            sub, calls.get(full, {}), shapes.get(full, "")
-                        )
-                        kind = describe_attention(sub, calls.get(full, {}))
+                        call = calls.get(full, {})
+                        extra = _attention_flops(sub, call, shapes.get(full, ((), ()))[0])
                         parts.append(
-                            Part(
-                                2,
-                                sub_name,
-                                kind,
-                                shapes.get(full, ""),
-                                params(sub),
-                                flops.get(full, 0) + attention_flops,
-                            )
+                            part(2, sub_name, describe_attention(sub, call), full, sub, extra)
                         )
                     elif isinstance(sub, FeedForward):
-                        kind = f"feed-forward {sub.up.in_features} -> {sub.down.in_features} -> {sub.down.out_features} ({sub.activation})"
+                        sizes = f"{sub.up.in_features} -> {sub.down.in_features} -> {sub.down.out_features}"
                         parts.append(
-                            Part(
-                                2,
-                                sub_name,
-                                kind,
-                                shapes.get(full, ""),
-                                params(sub),
-                                flops.get(full, 0),
-                            )
+                            part(2, sub_name, f"feed-forward {sizes} ({sub.activation})", full, sub)
                         )
-                norms = sum(
-                    params(m)
-                    for n, m in block.named_children()
-                    if n.endswith("norm") and m is not None
-                )
-                parts[-1].params += 0
-                if norms:
-                    parts.append(Part(2, "norms", type(block.ffn_norm).__name__, "", norms, 0))
-            if module.final_norm is not None:
+                norms = nn.ModuleList(m for n, m in block.named_children() if n.endswith("norm"))
                 parts.append(
-                    Part(
-                        1,
-                        "final_norm",
-                        type(module.final_norm).__name__,
-                        shapes.get(f"{name}.final_norm", ""),
-                        params(module.final_norm),
-                    )
+                    part(2, "norms", type(block.ffn_norm).__name__, f"{prefix}.norms", norms)
+                )
+            if module.final_norm is not None:
+                full = f"{name}.final_norm"
+                parts.append(
+                    part(1, "final_norm", type(module.final_norm).__name__, full, module.final_norm)
                 )
         else:
-            tied = any(
-                p is e
-                for p in module.parameters()
-                for m in model.modules()
-                if isinstance(m, nn.Embedding)
-                for e in [m.weight]
-            )
-            kind = f"{type(module).__name__}" + (
+            tied = any(id(p) in counted for p in module.parameters())
+            kind = type(module).__name__ + (
                 " (output matrix tied to the token embeddings)" if tied else ""
             )
-            parts.append(
-                Part(0, name, kind, shapes.get(name, ""), params(module), flops.get(name, 0))
-            )
-    for name, module in task.named_children():  # heads the task adds (classifier)
+            parts.append(part(0, name, kind, name, module))
+    for name, module in task.named_children():  # heads the task adds (a classifier)
         if name != "model" and any(True for _ in module.parameters()):
-            parts.append(Part(0, f"task.{name}", type(module).__name__, "", params(module), 0))
+            parts.append(part(0, f"task.{name}", type(module).__name__, name, module))
     return parts
 
 
-def _attention_flops(module: MultiHeadAttention, call: dict[str, Any], shape: str) -> int:
+def describe_embeddings(module: Embeddings, counted: set[int]) -> str:
+    positions = POSITIONS.get(type(module.positions).__name__, "rotary positions in attention")
+    shared = " (shared)" if id(module.tokens.weight) in counted else ""
+    scale = " x sqrt(d)" if module.scale != 1 else ""
+    kind = f"embeddings: tokens{shared}{scale} + {positions}"
+    if module.token_types is not None:
+        kind += " + token types"
+    return kind + (" -> norm" if module.norm is not None else "")
+
+
+def _shape(value: Any) -> tuple:
+    return tuple(value.shape) if isinstance(value, Tensor) else ()
+
+
+def _attention_flops(module: MultiHeadAttention, call: dict[str, Any], queries: tuple) -> int:
     """QK^T and AV (the counter does not see inside the fused CPU kernel)."""
-    try:
-        queries = eval(shape.split(" -> ")[0])  # noqa: S307 - our own tuple repr
-    except (SyntaxError, IndexError):
+    if len(queries) != 3:
         return 0
     batch, lq = queries[0], queries[1]
     context = call.get("context")
