@@ -73,6 +73,12 @@ class SuiteCLI(LightningCLI):
         )
         parser.add_argument("--wandb_project", type=str, default="transformer-suite")
         parser.add_argument("--tags", type=list[str], default=[], help="extra W&B tags")
+        parser.add_argument(
+            "--keep_checkpoints_every",
+            type=int | None,
+            default=None,
+            help="also keep a checkpoint every N steps (checkpoints/step-N.ckpt, for averaging)",
+        )
         for name in LINKED:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
@@ -153,6 +159,16 @@ class SuiteCLI(LightningCLI):
                     auto_insert_metric_name=False,
                 )
             )
+        if settings.get("keep_checkpoints_every"):
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=run_dir / "checkpoints",
+                    filename="step-{step}",
+                    every_n_train_steps=settings.keep_checkpoints_every,
+                    save_top_k=-1,
+                    auto_insert_metric_name=False,
+                )
+            )
         loggers: list[Logger] | bool = False
         if trainer_settings.get("logger") is not False:
             wandb_logger, run_id = self.wandb_logger(experiment, run_dir, resuming)
@@ -215,6 +231,9 @@ TOOLS = {  # suite commands beside LightningCLI's
     "sweep": "experiments.sweep",
     "attention": "experiments.attention_maps",
     "inspect": "experiments.architecture",
+    "translate": "experiments.translate:translate_main",
+    "evaluate": "experiments.translate:evaluate_main",
+    "average": "experiments.translate:average_main",
 }
 
 
@@ -223,7 +242,8 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else args
     try:
         if argv and argv[0] in TOOLS:
-            importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+            module, _, function = TOOLS[argv[0]].partition(":")
+            getattr(importlib.import_module(module), function or "main")(argv[1:])
             return
         check_config_files(argv)
         SuiteCLI(

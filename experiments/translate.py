@@ -1,0 +1,231 @@
+"""Translate with a trained encoder-decoder checkpoint.
+
+`tsuite translate CHECKPOINT [--input FILE] [--output FILE]`: one sentence a line (stdin and
+stdout by default), beam search (beam 4, length penalty 0.6, as in the paper) or greedy
+(`--beam 1`), detokenised output in input order.
+`tsuite evaluate CHECKPOINT --source FILE --reference FILE`: the same, then corpus sacreBLEU
+(with its signature) and chrF of the detokenised output against the raw references; written
+as JSON into the run folder and added to the run's W&B summary.
+`tsuite average CHECKPOINT... --out FILE` (or `--last N --dir FOLDER`): the average of several
+checkpoints' weights (the paper averages the last 5 for base, 20 for big).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from experiments.checkpoints import load_task
+from modules.generation import beam_search, greedy_translate, until_eos
+from modules.tasks import TranslationModule
+
+
+def translate_lines(
+    task: TranslationModule, lines: list[str], beam: int, alpha: float, batch_size: int = 64
+) -> list[str]:
+    if task.tokenizer is None:
+        raise ValueError("the checkpoint carries no tokenizer")
+    encoded = [task.encode(line) if line.strip() else [] for line in lines]
+    longest = task.model.cfg.max_len
+    for number, ids in enumerate(encoded, start=1):
+        if len(ids) > longest:
+            raise ValueError(
+                f"line {number} has {len(ids)} tokens; the model reads at most {longest}"
+            )
+    order = sorted(range(len(lines)), key=lambda i: len(encoded[i]))
+    output = [""] * len(lines)
+    for start in range(0, len(order), batch_size):
+        chunk = [i for i in order[start : start + batch_size] if encoded[i]]
+        if not chunk:
+            continue
+        width = max(len(encoded[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), task.model.cfg.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(chunk):
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[row, : len(encoded[i])] = 1
+        ids, mask = ids.to(task.device), mask.to(task.device)
+        if beam == 1:
+            rows = [
+                until_eos(r, task.eos_id)
+                for r in greedy_translate(task.model, ids, mask, task.bos_id, task.eos_id).tolist()
+            ]
+        else:
+            rows = [
+                h.tokens
+                for h in beam_search(task.model, ids, mask, task.bos_id, task.eos_id, beam, alpha)
+            ]
+        for i, text in zip(chunk, task.tokenizer.decode_batch(rows), strict=True):
+            output[i] = text
+    return output
+
+
+def load_translator(checkpoint: Path) -> TranslationModule:
+    task = load_task(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(task, TranslationModule):
+        raise ValueError(f"{checkpoint} is a {type(task).__name__}, not a translation model")
+    return task
+
+
+def read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid UTF-8 ({error.reason} at byte {error.start})"
+        ) from error
+
+
+def decoding_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy")
+    p.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
+    p.add_argument("--batch_size", type=int, default=64)
+
+
+def translate_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="tsuite translate", description=__doc__)
+    decoding_options(p)
+    p.add_argument("--input", type=Path, help="one sentence a line (default: stdin)")
+    p.add_argument("--output", type=Path, help="default: stdout")
+    args = p.parse_args(argv)
+    task = load_translator(args.checkpoint)
+    lines = read_lines(args.input) if args.input else sys.stdin.read().rstrip("\n").split("\n")
+    output = "\n".join(translate_lines(task, lines, args.beam, args.alpha, args.batch_size)) + "\n"
+    if args.output:
+        args.output.write_text(output, encoding="utf-8")
+    else:
+        sys.stdout.write(output)
+
+
+def evaluate_main(argv: list[str]) -> None:
+    import sacrebleu
+
+    p = argparse.ArgumentParser(prog="tsuite evaluate", description=__doc__)
+    decoding_options(p)
+    p.add_argument("--source", type=Path, required=True)
+    p.add_argument("--reference", type=Path, required=True)
+    p.add_argument("--name", help="name of this evaluation (default: the source file's name)")
+    args = p.parse_args(argv)
+    sources, references = read_lines(args.source), read_lines(args.reference)
+    if len(sources) != len(references):
+        raise ValueError(
+            f"{args.source} has {len(sources)} lines but {args.reference} has {len(references)}"
+        )
+    task = load_translator(args.checkpoint)
+    hypotheses = translate_lines(task, sources, args.beam, args.alpha, args.batch_size)
+    bleu = sacrebleu.metrics.BLEU()
+    chrf = sacrebleu.metrics.CHRF()
+    bleu_score = bleu.corpus_score(hypotheses, [references])
+    chrf_score = chrf.corpus_score(hypotheses, [references])
+    result = {
+        "bleu": round(bleu_score.score, 2),
+        "bleu_signature": str(bleu.get_signature()),
+        "bleu_detail": str(bleu_score),
+        "chrf": round(chrf_score.score, 2),
+        "chrf_signature": str(chrf.get_signature()),
+        "beam": args.beam,
+        "alpha": args.alpha,
+        "sentences": len(sources),
+        "checkpoint": str(args.checkpoint),
+    }
+    name = args.name or args.source.name
+    run_dir = args.checkpoint.resolve().parent.parent
+    folder = run_dir / "eval" if (run_dir / "config.yaml").is_file() else Path("eval")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (folder / f"{name}.hyp").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
+    print(
+        f"{bleu_score}\n{bleu.get_signature()}\nchrF2 = {chrf_score.score:.2f}  {chrf.get_signature()}"
+    )
+    print(f"written: {folder / (name + '.json')}")
+    log_to_wandb(
+        args.checkpoint,
+        run_dir,
+        {f"eval/{name}/bleu": result["bleu"], f"eval/{name}/chrf": result["chrf"]},
+    )
+
+
+def log_to_wandb(checkpoint: Path, run_dir: Path, summary: dict[str, float]) -> None:
+    """Add scores to the summary of the W&B run the checkpoint belongs to."""
+    import os
+
+    run_id = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(
+        "wandb_run_id"
+    )
+    if not run_id or os.environ.get("WANDB_MODE") == "disabled" or not (run_dir / "wandb").is_dir():
+        return
+    import wandb
+
+    from experiments.runs import wandb_has_credentials
+
+    mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
+    run = wandb.init(
+        id=run_id, resume="allow", dir=str(run_dir), project="transformer-suite", mode=mode
+    )
+    run.summary.update(summary)
+    run.finish()
+
+
+def average_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="tsuite average", description=__doc__)
+    p.add_argument("checkpoints", nargs="*", type=Path)
+    p.add_argument("--last", type=int, help="the last N step-*.ckpt files of --dir")
+    p.add_argument("--dir", type=Path, help="a run's checkpoints/ folder")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    paths = list(args.checkpoints)
+    if args.last:
+        if args.dir is None:
+            raise ValueError("--last needs --dir (a run's checkpoints/ folder)")
+        found = sorted(args.dir.glob("step-*.ckpt"), key=lambda f: int(f.stem.split("-")[1]))
+        if len(found) < args.last:
+            raise ValueError(
+                f"--last {args.last}: only {len(found)} step-*.ckpt files in {args.dir} (save them with --keep_checkpoints_every)"
+            )
+        paths += found[-args.last :]
+    if len(paths) < 2:
+        raise ValueError("give at least two checkpoints to average")
+    print(f"averaging {len(paths)} checkpoints: {', '.join(p.name for p in paths)}")
+    average_checkpoints(paths, args.out)
+    print(f"written: {args.out}")
+
+
+def average_checkpoints(paths: list[Path], out: Path) -> None:
+    """Average the weights; everything else (hyperparameters, tokenizer) from the last file.
+    Optimizer and loop states are left out: the result is for decoding, not for resuming."""
+    total: dict[str, torch.Tensor] = {}
+    last: dict = {}
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        last = torch.load(path, map_location="cpu", weights_only=True)
+        state = last["state_dict"]
+        if total and state.keys() != total.keys():
+            raise ValueError(f"{path} has different weights from {paths[0]}: not the same model")
+        for key, value in state.items():
+            total[key] = (
+                total.get(key, torch.zeros_like(value, dtype=torch.float64)) + value.double()
+            )
+    averaged = {k: (v / len(paths)).to(last["state_dict"][k].dtype) for k, v in total.items()}
+    keep = (
+        "hyper_parameters",
+        "task_class",
+        "tokenizer_json",
+        "wandb_run_id",
+        "pytorch-lightning_version",
+        "epoch",
+        "global_step",
+    )
+    result = {k: v for k, v in last.items() if k in keep}
+    result["state_dict"] = averaged
+    result["averaged_from"] = [str(p) for p in paths]
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(result, tmp)
+    tmp.replace(out)
