@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from modules.attention import MultiHeadAttention
 from modules.layers import Embeddings, FeedForward, Stack
-from modules.tasks import TaskModule
+from modules.tasks import CausalLMModule, SequenceClassificationModule, TaskModule
 
 POSITIONS = {"Embedding": "learned positions", "SinusoidalPositions": "sinusoidal positions"}
 
@@ -43,9 +43,9 @@ def sample_batch(task: TaskModule, batch: int, length: int) -> dict[str, Tensor]
     if hasattr(task.model, "decode"):
         target = torch.randint(4, vocab, (batch, max(2, length * 3 // 4)))
         out.update(decoder_input_ids=target, labels=target)
-    if "Classification" in type(task).__name__:
+    if isinstance(task, SequenceClassificationModule):
         out["labels"] = torch.zeros(batch, dtype=torch.long)
-    if "CausalLM" in type(task).__name__:
+    if isinstance(task, CausalLMModule):  # packed text: no padding, the causal fast path
         out.pop("attention_mask")
     return out
 

@@ -1,6 +1,6 @@
-"""Decoding on the KV cache: greedy translation for the encoder-decoder; greedy and sampled
-continuation (temperature, top-k, top-p, repetition penalty, stop tokens, batched prompts of
-different lengths) for the decoder-only model."""
+"""Decoding on the KV cache: greedy and beam search (GNMT length penalty) for the
+encoder-decoder; greedy and sampled continuation (temperature, top-k, top-p, repetition
+penalty, stop tokens, batched prompts of different lengths) for the decoder-only model."""
 
 from __future__ import annotations
 
