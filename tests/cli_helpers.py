@@ -107,6 +107,21 @@ def run_cli(args: list[str]) -> None:
     main(args)
 
 
+def fit_once(tmp: Path, config: Path, *overrides: str) -> Path:
+    """`tsuite fit` with its own cache and runs folder under `tmp`; the run folder."""
+    import pytest
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TSUITE_CACHE", str(tmp / "cache"))
+    patch.delenv("TSUITE_RUN_DIR", raising=False)
+    try:
+        main(["fit", "-c", str(config), f"--runs_dir={tmp / 'runs'}", *overrides])
+    finally:
+        patch.undo()
+    [config_file] = (tmp / "runs").rglob("config.yaml")
+    return config_file.parent
+
+
 def run_cli_process(
     args: list[str], env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess:

@@ -6,29 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import run_cli, run_cli_process
-from tests.test_training import lm_config, only_run
+from tests.cli_helpers import fit_once, run_cli_process
+from tests.test_training import lm_config
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("gen")
-    config = lm_config(tmp)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TSUITE_CACHE", str(tmp / "cache"))
-    mp.delenv("TSUITE_RUN_DIR", raising=False)
-    run_cli(
-        [
-            "fit",
-            "-c",
-            str(config),
-            f"--runs_dir={tmp / 'runs'}",
-            "--model.init_args.sample_tokens=30",
-        ]
-    )
-    mp.undo()
+    run = fit_once(tmp, lm_config(tmp), "--model.init_args.sample_tokens=30")
     shutil.rmtree(tmp / "cache")  # the checkpoint must carry its own tokenizer
-    return only_run(tmp / "runs")
+    return run
 
 
 def generate(run: Path, *args: str):

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli_helpers import run_cli, run_cli_process
-from tests.test_training import numbers_config, only_run
+from tests.cli_helpers import fit_once, run_cli_process
+from tests.test_training import numbers_config
 
 SOURCES = ["three hundred and one", "forty-two", "seven thousand, six hundred"]
 REFERENCES = ["dreihunderteins", "zweiundvierzig", "siebentausendsechshundert"]
@@ -16,20 +16,7 @@ REFERENCES = ["dreihunderteins", "zweiundvierzig", "siebentausendsechshundert"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("mt")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TSUITE_CACHE", str(tmp / "cache"))
-    mp.delenv("TSUITE_RUN_DIR", raising=False)
-    run_cli(
-        [
-            "fit",
-            "-c",
-            str(numbers_config(tmp)),
-            f"--runs_dir={tmp / 'runs'}",
-            "--keep_checkpoints_every=2",
-        ]
-    )
-    mp.undo()
-    return only_run(tmp / "runs")
+    return fit_once(tmp, numbers_config(tmp), "--keep_checkpoints_every=2")
 
 
 def tool(*args: str):
