@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger  # noqa: E402
 
 from datamodules.sources import DataError  # noqa: E402
 from experiments.callbacks import ResumeState, RunReport, SampleLog, Throughput  # noqa: E402
+from experiments.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from experiments.csv_logger import RunCSVLogger  # noqa: E402
 from experiments.runs import (  # noqa: E402
     experiment_name,
@@ -176,6 +177,8 @@ class SuiteCLI(LightningCLI):
             loggers = [RunCSVLogger(str(run_dir)), wandb_logger]
         existing = self.trainer_defaults.get("callbacks", [])
         self.trainer_defaults["callbacks"] = [*existing, *callbacks]
+        if not trainer_settings.get("plugins"):
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         kwargs.setdefault("default_root_dir", str(run_dir))
         kwargs["logger"] = loggers
         return super().instantiate_trainer(**kwargs)

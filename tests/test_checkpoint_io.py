@@ -1,0 +1,42 @@
+"""A checkpoint write that dies halfway leaves the previous checkpoint whole."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from experiments.checkpoint_io import AtomicCheckpointIO
+
+
+def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "weights": torch.ones(3)}, path)
+
+    def dies_halfway(self, checkpoint, target, storage_options=None):
+        Path(target).write_bytes(b"PK\x03\x04 partial")  # a truncated zip, as a kill would leave
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "weights": torch.zeros(3)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_runs_write_checkpoints_through_it(tmp_path: Path, monkeypatch):
+    from tests.cli_helpers import fit_once
+    from tests.test_training import lm_config
+
+    written = []
+    original = AtomicCheckpointIO.save_checkpoint
+
+    def spy(self, checkpoint, path, storage_options=None):
+        written.append(Path(path).name)
+        original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", spy)
+    run = fit_once(tmp_path, lm_config(tmp_path))
+    assert "last.ckpt" in written and (run / "checkpoints" / "last.ckpt").is_file()
+    assert not list((run / "checkpoints").glob(".*tmp*"))
