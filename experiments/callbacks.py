@@ -31,6 +31,7 @@ class Throughput(Callback):
         self._start = 0.0
         self._window_start = 0.0
         self._window_tokens = 0
+        self._paused = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self._window_start = time.perf_counter()

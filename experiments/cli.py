@@ -126,6 +126,7 @@ class SuiteCLI(LightningCLI):
         experiment, run_dir, resuming = self.resolve_run_dir()
         self.run_dir, self.experiment = run_dir, experiment
         settings = self._settings()
+        self.resolved_config = self._parser(self.subcommand).dump(settings, skip_none=False)
         if is_global_rank_zero():
             # Tokenise before the run folder exists, so bad data never leaves a folder behind.
             self.datamodule.prepare_data()
@@ -133,7 +134,7 @@ class SuiteCLI(LightningCLI):
                 CREATED_RUN_DIRS.append(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             os.environ[RUN_DIR_ENV] = str(run_dir)
-            config = self._parser(self.subcommand).dump(settings, skip_none=False)
+            config = self.resolved_config
             name = (
                 "config.yaml"
                 if not (run_dir / "config.yaml").exists()
@@ -209,8 +210,7 @@ class SuiteCLI(LightningCLI):
             resume="allow",
             offline=offline,
         )
-        config = yaml.safe_load(self._parser(self.subcommand).dump(settings, skip_none=False))
-        logger.log_hyperparams({"config": config})
+        logger.log_hyperparams({"config": yaml.safe_load(self.resolved_config)})
         return logger, run_id
 
 

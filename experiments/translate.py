@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from experiments.checkpoints import load_task
+from experiments.runs import wandb_has_credentials, wandb_run_id
 from modules.generation import beam_search, greedy_translate, until_eos
 from modules.tasks import TranslationModule
 
@@ -154,16 +156,10 @@ def evaluate_main(argv: list[str]) -> None:
 
 def log_to_wandb(checkpoint: Path, run_dir: Path, summary: dict[str, float]) -> None:
     """Add scores to the summary of the W&B run the checkpoint belongs to."""
-    import os
-
-    run_id = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(
-        "wandb_run_id"
-    )
+    run_id = wandb_run_id(checkpoint)
     if not run_id or os.environ.get("WANDB_MODE") == "disabled" or not (run_dir / "wandb").is_dir():
         return
     import wandb
-
-    from experiments.runs import wandb_has_credentials
 
     mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
     run = wandb.init(

@@ -108,9 +108,9 @@ class TaskModule(L.LightningModule):
         # Lightning divided each micro-batch loss by the accumulation count and DDP averages
         # gradients over devices; undo both and divide by the true target count.
         scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / total.clamp(min=1)
-        for param in self.parameters():
-            if param.grad is not None:
-                param.grad.mul_(scale.to(param.grad.dtype))
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, scale)  # one fused launch, no host sync
         self._step_tokens = None
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
