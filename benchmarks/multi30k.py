@@ -39,7 +39,7 @@ def tsuite(*args: str) -> None:
 
 def run_direction(
     data: Path, source: str, target: str, extra: list[str], runs: Path, average: int
-) -> dict:
+) -> list[dict]:
     start = time.perf_counter()
     local = json.dumps(
         {
@@ -64,30 +64,40 @@ def run_direction(
         *extra,
     )
     run_dir = max((runs / experiment).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    steps = sorted(
-        (run_dir / "checkpoints").glob("step-*.ckpt"), key=lambda p: int(p.stem.split("-")[1])
-    )
+    folder = run_dir / "checkpoints"
+    trained = time.perf_counter() - start
+    steps = sorted(folder.glob("step-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))
+    # the paper's protocol: the average of the last checkpoints; beside it the checkpoint
+    # with the best validation BLEU (chosen on validation, not test)
+    candidates = {"best val": next(iter(folder.glob("best-*.ckpt")), folder / "last.ckpt")}
     if average > 1 and len(steps) >= average:
-        checkpoint = run_dir / "checkpoints" / f"average-last{average}.ckpt"
-        tsuite("average", *map(str, steps[-average:]), "--out", str(checkpoint))
-    tsuite(
-        "evaluate",
-        str(checkpoint),
-        "--source",
-        str(data / f"test_2016_flickr.{source}"),
-        "--reference",
-        str(data / f"test_2016_flickr.{target}"),
-        "--name",
-        "test2016",
-    )
-    result = json.loads((run_dir / "eval" / "test2016.json").read_text())
-    result.update(
-        direction=f"{source}->{target}",
-        wall_seconds=round(time.perf_counter() - start),
-        run_dir=str(run_dir),
-    )
-    return result
+        candidates[f"avg last {average}"] = folder / f"average-last{average}.ckpt"
+        tsuite(
+            "average", *map(str, steps[-average:]), "--out", str(candidates[f"avg last {average}"])
+        )
+    results = []
+    for label, checkpoint in candidates.items():
+        name = f"test2016-{label.replace(' ', '-')}"
+        tsuite(
+            "evaluate",
+            str(checkpoint),
+            "--source",
+            str(data / f"test_2016_flickr.{source}"),
+            "--reference",
+            str(data / f"test_2016_flickr.{target}"),
+            "--name",
+            name,
+        )
+        result = json.loads((run_dir / "eval" / f"{name}.json").read_text())
+        result.update(
+            direction=f"{source}->{target}",
+            checkpoint_kind=label,
+            train_seconds=round(trained),
+            wall_seconds=round(time.perf_counter() - start),
+            run_dir=str(run_dir),
+        )
+        results.append(result)
+    return results
 
 
 def main() -> None:
@@ -111,16 +121,18 @@ def main() -> None:
     results = []
     for direction in args.directions:
         source, target = direction.split("-")
-        results.append(
-            run_direction(args.data, source, target, overrides, args.runs_dir, args.average)
-        )
+        results += run_direction(args.data, source, target, overrides, args.runs_dir, args.average)
     print(
         f"\nMulti30k test2016, device: {device}, recipe: {'reduced (CPU)' if args.reduced else 'full'}"
     )
-    print(f"{'direction':<10} {'BLEU':>6} {'chrF':>6} {'wall s':>7}  signature")
+    print(
+        f"{'direction':<10} {'checkpoint':<12} {'beam':>4} {'BLEU':>6} {'chrF':>6} "
+        f"{'train s':>7} {'wall s':>7}  signature"
+    )
     for r in results:
         print(
-            f"{r['direction']:<10} {r['bleu']:>6.2f} {r['chrf']:>6.2f} {r['wall_seconds']:>7}  {r['bleu_signature']}"
+            f"{r['direction']:<10} {r['checkpoint_kind']:<12} {r['beam']:>4} {r['bleu']:>6.2f} "
+            f"{r['chrf']:>6.2f} {r['train_seconds']:>7} {r['wall_seconds']:>7}  {r['bleu_signature']}"
         )
     out = Path("benchmarks/results")
     out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from datamodules.classification import ClassificationDataModule
 from datamodules.language_modeling import CausalLMDataModule, MaskedLMDataModule
+from datamodules.question_answering import QuestionAnsweringDataModule
 from datamodules.sources import DataError, Source
 from datamodules.tokenization import TokenizerSpec
 from datamodules.translation import TranslationDataModule
@@ -11,6 +12,7 @@ __all__ = [
     "ClassificationDataModule",
     "DataError",
     "MaskedLMDataModule",
+    "QuestionAnsweringDataModule",
     "Source",
     "TokenizerSpec",
     "TranslationDataModule",

@@ -212,7 +212,8 @@ class TextDataModule(L.LightningDataModule):
             return 0
         return trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
-    def collator(self) -> Callable[[list[dict[str, Any]]], dict[str, Tensor]]:
+    def collator(self, train: bool) -> Callable[[list[dict[str, Any]]], dict[str, Tensor]]:
+        """Examples -> a batch dict; `train` for the training loader (random masking)."""
         raise NotImplementedError
 
     def make_loader(self, split: str, train: bool) -> DataLoader:
@@ -221,7 +222,7 @@ class TextDataModule(L.LightningDataModule):
         rank, world_size, _ = self.world
         examples = ShardedSampler(len(data), train, self.seed, rank, world_size, even=train)
         batches = BatchSampler(examples, self.per_device_batch_size(), drop_last=train)
-        return self.loader(data, batches, train, self.collator())
+        return self.loader(data, batches, train, self.collator(train))
 
     def train_dataloader(self) -> DataLoader:
         return self.make_loader("train", train=True)

@@ -12,6 +12,20 @@ from datamodules.sources import DataError, Source
 from datamodules.tokenization import TokenizerSpec
 
 
+def longest_first(first: int, second: int, room: int) -> tuple[int, int]:
+    """How many tokens each side of a pair keeps under HF tokenizers' `longest_first`
+    truncation: the longer side is cut to what the shorter leaves, or, when that is not
+    enough, both to half the room (the odd token goes to the longer side, on a tie to the
+    second)."""
+    if first + second <= room:
+        return first, second
+    short, long = sorted((first, second))
+    long = max(short, room - short)
+    if short + long > room:
+        short, long = room // 2, room // 2 + room % 2
+    return (long, short) if first > second else (short, long)
+
+
 class ClassificationDataModule(TextDataModule):
     """`text_column` (and optional `pair_column`) with integer labels in [0, num_classes);
     inputs are [CLS] text [SEP] (pair [SEP]), truncated to `max_length`. Splits whose labels
@@ -47,7 +61,11 @@ class ClassificationDataModule(TextDataModule):
         return [*self.text_columns(), self.label_column]
 
     def processing(self) -> dict[str, Any]:
-        return {"max_length": self.max_length, "columns": self.required_columns()}
+        return {
+            "max_length": self.max_length,
+            "columns": self.required_columns(),
+            "pair_truncation": "hf-longest-first",  # caches cut the old way are rebuilt
+        }
 
     def tokenize(self, split: str, data: Dataset) -> Dataset:
         self._check_rows(split, data)
@@ -62,19 +80,20 @@ class ClassificationDataModule(TextDataModule):
             return out
         second = self.tokenizer.encode_batch(batch[self.pair_column])
         out["input_ids"], out["token_type_ids"] = [], []
-        room = limit - 3
         for a, b in zip(first, second, strict=True):
-            # truncate the longer side first, as HF's "longest_first"
-            while len(a) + len(b) > room:
-                if len(a) >= len(b):
-                    a = a[:-1]
-                else:
-                    b = b[:-1]
+            keep_a, keep_b = longest_first(len(a), len(b), limit - 3)
+            a, b = a[:keep_a], b[:keep_b]
             out["input_ids"].append([bos, *a, eos, *b, eos])
             out["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(b) + 1))
         return out
 
     def _check_rows(self, split: str, data: Dataset) -> None:
+        for column in self.text_columns():
+            for row, text in enumerate(data[column]):
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(
+                        f"split {split!r}, row {row}: column {column!r} is empty or missing"
+                    )
         labels = data[self.label_column]
         if all(label == -1 for label in labels):
             return  # hidden labels
@@ -84,12 +103,6 @@ class ClassificationDataModule(TextDataModule):
                     f"split {split!r}, row {row}: label {label!r} is outside the configured "
                     f"classes 0..{self.num_classes - 1} (data.num_classes={self.num_classes})"
                 )
-        for column in self.text_columns():
-            for row, text in enumerate(data[column]):
-                if not isinstance(text, str) or not text.strip():
-                    raise DataError(
-                        f"split {split!r}, row {row}: column {column!r} is empty or missing"
-                    )
 
-    def collator(self) -> ClassificationCollator:
+    def collator(self, train: bool = False) -> ClassificationCollator:
         return ClassificationCollator(self.pad_id)

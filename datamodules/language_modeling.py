@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
+from tokenizers import Encoding
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader
 from torch.utils.data import Dataset as TorchDataset
@@ -99,9 +101,40 @@ class CausalLMDataModule(TextDataModule):
         )
 
 
+def word_starts(encoding: Encoding) -> list[int]:
+    """1 for each piece that begins a word (as the tokenizer's pre-tokenizer splits words:
+    WordPiece `##` pieces continue the word before them), else 0."""
+    words = encoding.word_ids
+    return [int(i == 0 or w is None or w != words[i - 1]) for i, w in enumerate(words)]
+
+
+def pack_greedily(lengths: list[int], room: int) -> list[list[int]]:
+    """Consecutive items grouped so that each group's lengths sum to at most `room`: an item
+    that does not fit in what is left of a group starts the next one (items are <= room)."""
+    groups: list[list[int]] = []
+    used = room
+    for index, length in enumerate(lengths):
+        if used + length > room:
+            groups.append([])
+            used = 0
+        groups[-1].append(index)
+        used += length
+    return groups
+
+
 class MaskedLMDataModule(TextDataModule):
-    """Documents cut into chunks of up to `max_length` tokens ([CLS] chunk [SEP]), padded per
-    batch; BERT masking is redrawn for every batch by the collator."""
+    """Rows of text as [CLS] pieces [SEP] sequences of up to `max_length` tokens, padded per
+    batch. A row longer than a sequence is cut into full pieces.
+
+    pack: rows are packed together into sequences, [CLS] row [SEP] row [SEP] ..., whole rows
+    only (a row that does not fit in what is left starts the next sequence), so sequences are
+    nearly full and short rows (sentences) share one. [SEP] always ends a row, so packing
+    never runs two rows (documents) into each other. Rows are packed within each batch of
+    1,000 rows that `datasets.map` hands over.
+    BERT masking (`mask_probability`) is drawn anew for every training batch by the collator
+    (dynamic masking); validation and test masks are fixed per batch, so their loss and
+    accuracy compare between evaluations. whole_word_masking: all pieces of a word are masked
+    together."""
 
     def __init__(
         self,
@@ -110,29 +143,48 @@ class MaskedLMDataModule(TextDataModule):
         max_length: int = 128,
         batch_size: int = 32,
         mask_probability: float = 0.15,
+        whole_word_masking: bool = False,
+        pack: bool = False,
         text_column: str = "text",
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__(source, tokenizer, batch_size, num_workers, seed, cache_dir)
+        if max_length < 3:
+            raise ValueError(f"data.max_length={max_length} leaves no room between [CLS] and [SEP]")
         self.max_length, self.text_column = max_length, text_column
         self.mask_probability = mask_probability
+        self.whole_word_masking, self.pack = whole_word_masking, pack
 
     def text_columns(self) -> list[str]:
         return [self.text_column]
 
     def processing(self) -> dict[str, Any]:
-        return {"max_length": self.max_length}
+        return {
+            "max_length": self.max_length,
+            "pack": self.pack,
+            "whole_word_masking": self.whole_word_masking,
+        }
 
     def encode(self, batch: dict[str, list]) -> dict[str, list]:
         bos, eos, size = self.tokenizer.bos_id, self.tokenizer.eos_id, self.max_length - 2
-        chunks = []
-        for ids in self.tokenizer.encode_batch(batch[self.text_column]):
-            chunks += [[bos, *ids[i : i + size], eos] for i in range(0, len(ids), size)]
-        return {"input_ids": chunks}
+        # pieces of at most max_length - 2 tokens, each ended by [SEP]
+        pieces: list[tuple[list[int], list[int]]] = []
+        for encoding in self.tokenizer.encodings(batch[self.text_column]):
+            ids, starts = encoding.ids, word_starts(encoding)
+            for i in range(0, len(ids), size):
+                pieces.append(([*ids[i : i + size], eos], [1, *starts[i + 1 : i + size], 1]))
+        if self.pack:
+            groups = pack_greedily([len(ids) for ids, _ in pieces], self.max_length - 1)
+        else:
+            groups = [[i] for i in range(len(pieces))]
+        out = {"input_ids": [[bos, *chain(*(pieces[i][0] for i in g))] for g in groups]}
+        if self.whole_word_masking:
+            out["word_starts"] = [[1, *chain(*(pieces[i][1] for i in g))] for g in groups]
+        return out
 
-    def collator(self) -> MaskedLMCollator:
+    def collator(self, train: bool) -> MaskedLMCollator:
         if self.tokenizer.mask_id is None:
             raise DataError(f"tokenizer {self.tokenizer.source} has no mask token for MLM")
         return MaskedLMCollator(
@@ -141,4 +193,5 @@ class MaskedLMDataModule(TextDataModule):
             self.vocab_size,
             tuple(self.tokenizer.special_ids),
             self.mask_probability,
+            fixed_seed=None if train else self.seed,
         )

@@ -16,7 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (
+    Encoding,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
 
 from datamodules.cache import atomic_folder, cache_key, remove_folder
 
@@ -83,7 +92,12 @@ class TextTokenizer:
         return hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()[:16]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return [e.ids for e in self.encodings(texts)]
+
+    def encodings(self, texts: list[str]) -> list[Encoding]:
+        """Full encodings without special tokens: ids, character offsets into each text
+        (`offsets`) and the word each piece belongs to (`word_ids`)."""
+        return self.tokenizer.encode_batch(texts, add_special_tokens=False)
 
     def decode_batch(self, ids: list[list[int]]) -> list[str]:
         return self.tokenizer.decode_batch(ids, skip_special_tokens=True)

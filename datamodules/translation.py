@@ -60,7 +60,7 @@ class TranslationDataModule(TextDataModule):
             lambda e: 0 < len(e["source_ids"]) <= limit and 0 < len(e["target_ids"]) < limit
         )
 
-    def collator(self) -> TranslationCollator:
+    def collator(self, train: bool = False) -> TranslationCollator:
         return TranslationCollator(self.pad_id, self.bos_id, self.eos_id)
 
     def batch_budget(self) -> int:
@@ -84,7 +84,7 @@ class TranslationDataModule(TextDataModule):
             world_size=world_size,
             even=train,
         )
-        return self.loader(data, sampler, train, self.collator())
+        return self.loader(data, sampler, train, self.collator(train))
 
     def references(self, split: str) -> list[str]:
         """The raw target sentences, for scoring detokenised hypotheses."""

@@ -19,7 +19,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from modules.attention import MultiHeadAttention
 from modules.layers import Embeddings, FeedForward, Stack
-from modules.tasks import CausalLMModule, SequenceClassificationModule, TaskModule
+from modules.tasks import (
+    CausalLMModule,
+    QuestionAnsweringModule,
+    SequenceClassificationModule,
+    TaskModule,
+)
 
 POSITIONS = {"Embedding": "learned positions", "SinusoidalPositions": "sinusoidal positions"}
 
@@ -45,6 +50,8 @@ def sample_batch(task: TaskModule, batch: int, length: int) -> dict[str, Tensor]
         out.update(decoder_input_ids=target, labels=target)
     if isinstance(task, SequenceClassificationModule):
         out["labels"] = torch.zeros(batch, dtype=torch.long)
+    if isinstance(task, QuestionAnsweringModule):
+        out["start_positions"] = out["end_positions"] = torch.zeros(batch, dtype=torch.long)
     if isinstance(task, CausalLMModule):  # packed text: no padding, the causal fast path
         out.pop("attention_mask")
     return out

@@ -16,26 +16,38 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from experiments.flops import dense_peak, flops_per_token, matmul_weights
+
 TOKEN_KEYS = ("input_ids", "decoder_input_ids")
 HIGHER_IS_BETTER = ("bleu", "chrf", "accuracy", "exact_match")
 
 
 class Throughput(Callback):
     """Logs `train/tokens_per_s`: positions processed per second (padding included, counted
-    from tensor shapes, so no device sync), measured between logging steps."""
+    from tensor shapes, so no device sync), measured between logging steps; on a GPU whose
+    dense peak is known, also `train/mfu` (model FLOPs utilisation, experiments/flops.py)."""
 
     def __init__(self) -> None:
         self.tokens = 0
         self.total_tokens = 0
+        self._weights: int | None = None  # matmul weights of the model, for FLOPs
+        self._peak: float | None = None  # the devices' dense peak FLOP/s
+        self._window_flops = 0.0
         self.train_seconds = 0.0
         self._start = 0.0
         self._window_start = 0.0
         self._window_tokens = 0
         self._paused = 0.0
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        model = getattr(pl_module, "model", None)
+        peak = dense_peak(trainer.strategy.root_device, str(trainer.precision))
+        if peak and model is not None and hasattr(model, "cfg"):
+            self._weights, self._peak = matmul_weights(model), peak * trainer.world_size
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self._window_start = time.perf_counter()
-        self._window_tokens = 0
+        self._window_tokens, self._window_flops = 0, 0.0
 
     def on_train_batch_end(
         self,
@@ -48,11 +60,17 @@ class Throughput(Callback):
         tokens = sum(batch[k].numel() for k in TOKEN_KEYS if k in batch) * trainer.world_size
         self._window_tokens += tokens
         self.total_tokens += tokens
+        if self._weights is not None:
+            context = max(batch[k].size(1) for k in TOKEN_KEYS if k in batch)
+            per_token = flops_per_token(pl_module.model, context, self._weights)  # type: ignore[arg-type]
+            self._window_flops += tokens * per_token
         if (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0:
             now = time.perf_counter()
-            rate = self._window_tokens / max(now - self._window_start, 1e-9)
-            pl_module.log("train/tokens_per_s", rate, prog_bar=True, sync_dist=False)
-            self._window_start, self._window_tokens = now, 0
+            seconds = max(now - self._window_start, 1e-9)
+            pl_module.log("train/tokens_per_s", self._window_tokens / seconds, prog_bar=True)
+            if self._peak:
+                pl_module.log("train/mfu", self._window_flops / seconds / self._peak)
+            self._window_start, self._window_tokens, self._window_flops = now, 0, 0.0
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.train_seconds += time.perf_counter() - self._start
@@ -127,6 +145,7 @@ class RunReport(Callback):
     def __init__(self, experiment: str, run_dir: Path, throughput: Throughput) -> None:
         self.experiment, self.run_dir, self.throughput = experiment, run_dir, throughput
         self.history: list[dict[str, float]] = []
+        self.history_seconds: list[float] = []  # wall time since fit start of each validation
         self._start = time.perf_counter()
 
     @rank_zero_only
@@ -155,6 +174,7 @@ class RunReport(Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.history.append({"step": trainer.global_step, **metrics})
+        self.history_seconds.append(round(time.perf_counter() - self._start, 1))
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -186,6 +206,10 @@ class RunReport(Callback):
             if isinstance(checkpoint, ModelCheckpoint)
             else "",
             "samples": getattr(pl_module, "samples", []),
+            "history": [
+                {**h, "wall_seconds": t}
+                for h, t in zip(self.history, self.history_seconds, strict=True)
+            ],
         }
 
     def render(self, summary: dict[str, Any], trainer: L.Trainer) -> str:

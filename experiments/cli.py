@@ -8,7 +8,9 @@ user can make into one-paragraph errors instead of tracebacks.
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -22,6 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import datasets  # noqa: E402
 import lightning as L  # noqa: E402
+import torch  # noqa: E402
 import yaml  # noqa: E402
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
@@ -29,8 +32,10 @@ from lightning.pytorch.loggers import Logger, WandbLogger  # noqa: E402
 
 from datamodules.sources import DataError  # noqa: E402
 from experiments.callbacks import ResumeState, RunReport, SampleLog, Throughput  # noqa: E402
-from experiments.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+from experiments.checkpoint_io import AtomicCheckpointIO, BestCheckpoint  # noqa: E402
+from experiments.checkpoints import checkpoint_header  # noqa: E402
 from experiments.csv_logger import RunCSVLogger  # noqa: E402
+from experiments.last_checkpoint import LastCheckpoint  # noqa: E402
 from experiments.runs import (  # noqa: E402
     experiment_name,
     is_global_rank_zero,
@@ -40,6 +45,8 @@ from experiments.runs import (  # noqa: E402
     wandb_has_credentials,
     wandb_run_id,
 )
+from experiments.user_files import load_yaml  # noqa: E402
+from modules.tasks.base import NonFiniteError  # noqa: E402
 
 LINKED = ("vocab_size", "pad_id", "bos_id", "eos_id", "tokenizer_path", "num_classes")
 # Our samplers resume mid-epoch themselves (datamodules.samplers.ResumableBatches), so
@@ -103,13 +110,13 @@ class SuiteCLI(LightningCLI):
                 )
             settings.ckpt_path = str(found)
             checkpoint = str(found)
+        if checkpoint:
+            checkpoint_header(Path(checkpoint))  # a missing or damaged file stops here, named
         if os.environ.get(RUN_DIR_ENV):
             return experiment, Path(os.environ[RUN_DIR_ENV]), checkpoint is not None
         if settings.run_dir:
             return experiment, Path(settings.run_dir), checkpoint is not None
         if checkpoint:
-            if not Path(checkpoint).is_file():
-                raise FileNotFoundError(f"--ckpt_path {checkpoint} does not exist")
             previous = run_dir_of_checkpoint(Path(checkpoint))
             if previous is not None:
                 if self.subcommand == "fit":
@@ -151,16 +158,14 @@ class SuiteCLI(LightningCLI):
         ]
         monitor, mode = getattr(self.model, "monitor", ("val/loss", "min"))
         if trainer_settings.get("enable_checkpointing", True) is not False:
-            callbacks.append(
-                ModelCheckpoint(
-                    dirpath=run_dir / "checkpoints",
-                    filename="best-{step}",
-                    monitor=monitor,
-                    mode=mode,
-                    save_last=True,
-                    auto_insert_metric_name=False,
-                )
+            best = BestCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="best-{step}",
+                monitor=monitor,
+                mode=mode,
+                auto_insert_metric_name=False,
             )
+            callbacks += [best, LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")]
         if settings.get("keep_checkpoints_every"):
             callbacks.append(
                 ModelCheckpoint(
@@ -173,9 +178,14 @@ class SuiteCLI(LightningCLI):
             )
         loggers: list[Logger] | bool = False
         if trainer_settings.get("logger") is not False:
-            wandb_logger, run_id = self.wandb_logger(experiment, run_dir, resuming)
+            loggers = [RunCSVLogger(str(run_dir))]
+            if importlib.util.find_spec("wandb") is not None:
+                wandb_logger, run_id = self.wandb_logger(experiment, run_dir, resuming)
+                loggers.append(wandb_logger)
+            else:
+                print("[tsuite] wandb is not installed: logging to metrics.csv only", flush=True)
+                run_id = ""
             callbacks.append(ResumeState(run_id))
-            loggers = [RunCSVLogger(str(run_dir)), wandb_logger]
         existing = self.trainer_defaults.get("callbacks", [])
         self.trainer_defaults["callbacks"] = [*existing, *callbacks]
         if not trainer_settings.get("plugins"):
@@ -214,18 +224,26 @@ class SuiteCLI(LightningCLI):
         return logger, run_id
 
 
-def check_config_files(args: list[str]) -> None:
-    """Name the file, line and column of a config that is not valid YAML (jsonargparse would
-    only say "<unicode string>")."""
-    for flag, path in zip(args, args[1:], strict=False):
-        if flag in ("-c", "--config") and Path(path).is_file():
-            try:
-                yaml.safe_load(Path(path).read_text())
-            except yaml.YAMLError as error:
-                mark = getattr(error, "problem_mark", None)
-                where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-                problem = getattr(error, "problem", None) or str(error)
-                raise ValueError(f"{path}{where}: not valid YAML ({problem})") from error
+def check_files(args: list[str]) -> None:
+    """Name the file, and the line and column, of a config that is missing, empty, not UTF-8,
+    not valid YAML or not a mapping (jsonargparse would only say "<unicode string>"), and of a
+    --ckpt_path that is missing or damaged (LightningCLI reads it before anything else)."""
+    pairs = list(zip(args, args[1:], strict=False))
+    pairs += [
+        ("--ckpt_path", a.removeprefix("--ckpt_path="))
+        for a in args
+        if a.startswith("--ckpt_path=")
+    ]
+    for flag, value in pairs:
+        if flag in ("-c", "--config"):
+            config = load_yaml(Path(value))
+            if not isinstance(config, dict):
+                raise ValueError(
+                    f"{value}: a config file maps keys to values (trainer:, model:, data:, ...), "
+                    f"not a {type(config).__name__}"
+                )
+        elif flag == "--ckpt_path" and value != "last":
+            checkpoint_header(Path(value))
 
 
 TOOLS = {  # suite commands beside LightningCLI's
@@ -237,18 +255,22 @@ TOOLS = {  # suite commands beside LightningCLI's
     "translate": "experiments.translate:translate_main",
     "evaluate": "experiments.translate:evaluate_main",
     "average": "experiments.translate:average_main",
+    "embed": "experiments.embed",
 }
 
 
 def main(args: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     argv = sys.argv[1:] if args is None else args
+    CREATED_RUN_DIRS.clear()  # only this invocation's folders
     try:
         if argv and argv[0] in TOOLS:
             module, _, function = TOOLS[argv[0]].partition(":")
             getattr(importlib.import_module(module), function or "main")(argv[1:])
             return
-        check_config_files(argv)
+        check_files(argv)
+        if torch.cuda.is_available():
+            torch.set_float32_matmul_precision("high")  # TF32 for float32 matmuls, as nanoGPT
         SuiteCLI(
             L.LightningModule,
             L.LightningDataModule,
@@ -257,9 +279,17 @@ def main(args: list[str] | None = None) -> None:
             save_config_callback=None,
             seed_everything_default=0,
             trainer_defaults={"use_distributed_sampler": False},
+            # parse errors raise (caught below) instead of printing the whole usage first
+            parser_kwargs={
+                "exit_on_error": False,
+                **{command: {"exit_on_error": False} for command in LightningCLI.subcommands()},
+            },
             args=args,
         )
-    except (DataError, FileNotFoundError, ValueError) as error:
+    except NonFiniteError as error:  # the run folder stays: its metrics show the divergence
+        print(f"tsuite: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except (DataError, FileNotFoundError, ValueError, argparse.ArgumentError) as error:
         if os.environ.get("TSUITE_DEBUG"):
             raise
         _remove_unfinished_run_dirs()
@@ -273,7 +303,7 @@ def main(args: list[str] | None = None) -> None:
 def _readable(error: Exception) -> str:
     """The message without jsonargparse's echo of every init argument."""
     lines = str(error).strip().splitlines()
-    noise = ("Given value", "- Expected a <class 'NoneType'>")
+    noise = ("Given value", "- Expected a <class 'NoneType'>", "Subtypes: [")
     return "\n".join(line for line in lines if not line.strip().startswith(noise))
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from experiments.user_files import load_yaml, read_text
 
 HIGHER_IS_BETTER = ("bleu", "chrf", "accuracy", "exact_match")
 # Keys that differ between any two runs without being a variant of the experiment.
@@ -80,16 +81,23 @@ def run_folders(paths: list[Path]) -> list[Path]:
 
 
 def load_local(folder: Path) -> Run:
-    config = flatten(yaml.safe_load((folder / "config.yaml").read_text()) or {})
+    config = flatten(load_yaml(folder / "config.yaml"))
     history: dict[str, list[tuple[int, float]]] = {}
     metrics_file = folder / "metrics.csv"
-    if metrics_file.is_file():
-        with metrics_file.open(newline="") as file:
-            for row in csv.DictReader(file):
-                for key, value in row.items():
-                    if key in ("step", "epoch") or not value or key.startswith("lr-"):
-                        continue
-                    history.setdefault(key, []).append((int(float(row["step"])), float(value)))
+    if metrics_file.is_file() and metrics_file.stat().st_size:  # empty: no metrics logged yet
+        rows = csv.DictReader(io.StringIO(read_text(metrics_file), newline=""))
+        for row in rows:
+            for key, value in row.items():
+                if key in ("step", "epoch") or not value or key.startswith("lr-"):
+                    continue
+                try:
+                    point = (int(float(row["step"])), float(value))
+                except (TypeError, ValueError) as error:
+                    raise ValueError(
+                        f"{metrics_file}, line {rows.line_num}: {key}={value!r} at "
+                        f"step={row.get('step')!r} is not a number"
+                    ) from error
+                history.setdefault(key, []).append(point)
     for key, points in history.items():  # a resumed run logs some steps twice: keep the last
         history[key] = sorted(dict(points).items())
     summary_file = folder / "summary.json"

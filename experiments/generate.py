@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.checkpoints import load_task
 from modules.generation import Sampling, generate
 from modules.tasks import CausalLMModule
 
@@ -36,14 +37,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
-    if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
     if not args.prompt:
         raise ValueError("--prompt is empty: give at least one character of text to continue")
-    module = CausalLMModule.load_from_checkpoint(
-        args.checkpoint, map_location=args.device, weights_only=True
-    )
-    module.eval()
+    module = load_task(args.checkpoint, args.device)
+    if not isinstance(module, CausalLMModule):
+        raise ValueError(
+            f"{args.checkpoint} is a {type(module).__name__}; generate continues text with a "
+            "decoder-only model (a CausalLMModule checkpoint)"
+        )
     tokenizer = module.tokenizer
     if tokenizer is None:
         raise ValueError(f"{args.checkpoint} carries no tokenizer to encode the prompt with")

@@ -6,7 +6,7 @@ import netrc
 import os
 from pathlib import Path
 
-import torch
+from experiments.checkpoints import checkpoint_header
 
 CONFIG_ROOT = Path("experiments") / "configs"
 
@@ -70,5 +70,4 @@ def wandb_has_credentials() -> bool:
 
 def wandb_run_id(checkpoint: Path) -> str | None:
     """The W&B run id stored in a checkpoint by `ResumeState`."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    return state.get("wandb_run_id")
+    return checkpoint_header(checkpoint).get("wandb_run_id")

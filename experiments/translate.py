@@ -22,6 +22,7 @@ import torch
 
 from experiments.checkpoints import load_task
 from experiments.runs import wandb_has_credentials, wandb_run_id
+from experiments.user_files import read_lines
 from modules.generation import beam_search, greedy_translate, until_eos
 from modules.tasks import TranslationModule
 
@@ -73,22 +74,17 @@ def load_translator(checkpoint: Path) -> TranslationModule:
     return task
 
 
-def read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\n").split("\n")
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{path} is not valid UTF-8 ({error.reason} at byte {error.start})"
-        ) from error
-
-
 def decoding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy")
     p.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
     p.add_argument("--batch_size", type=int, default=64)
+
+
+def check_decoding(args: argparse.Namespace) -> None:
+    for name in ("beam", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} {getattr(args, name)}: must be at least 1")
 
 
 def translate_main(argv: list[str]) -> None:
@@ -97,8 +93,11 @@ def translate_main(argv: list[str]) -> None:
     p.add_argument("--input", type=Path, help="one sentence a line (default: stdin)")
     p.add_argument("--output", type=Path, help="default: stdout")
     args = p.parse_args(argv)
+    check_decoding(args)
+    lines = read_lines(args.input) if args.input else None  # a bad file fails before loading
     task = load_translator(args.checkpoint)
-    lines = read_lines(args.input) if args.input else sys.stdin.read().rstrip("\n").split("\n")
+    if lines is None:
+        lines = sys.stdin.read().rstrip("\n").split("\n")
     output = "\n".join(translate_lines(task, lines, args.beam, args.alpha, args.batch_size)) + "\n"
     if args.output:
         args.output.write_text(output, encoding="utf-8")
@@ -115,6 +114,7 @@ def evaluate_main(argv: list[str]) -> None:
     p.add_argument("--reference", type=Path, required=True)
     p.add_argument("--name", help="name of this evaluation (default: the source file's name)")
     args = p.parse_args(argv)
+    check_decoding(args)
     sources, references = read_lines(args.source), read_lines(args.reference)
     if len(sources) != len(references):
         raise ValueError(

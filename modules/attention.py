@@ -8,14 +8,36 @@ computation out; it runs only when attention weights are requested and in tests.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from modules.masks import causal_mask
 from modules.positions import apply_rotary
+
+# On CUDA, SDPA takes the first backend in this order that supports the inputs. PyTorch's own
+# order puts cuDNN last, yet on Hopper cuDNN's fused attention is the fastest (benchmarks/
+# gpu_step.py times each). TSUITE_SDPA_BACKENDS=flash,efficient,math sets another order.
+_BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
+def _cuda_backends(names: str) -> list[SDPBackend]:
+    unknown = [n for n in names.split(",") if n.strip() not in _BACKENDS]
+    if unknown:
+        raise ValueError(f"TSUITE_SDPA_BACKENDS: unknown {unknown}; choose from {list(_BACKENDS)}")
+    return [_BACKENDS[n.strip()] for n in names.split(",")]
+
+
+CUDA_BACKENDS = _cuda_backends(os.environ.get("TSUITE_SDPA_BACKENDS", "cudnn,flash,efficient,math"))
 
 
 class KVCache:
@@ -176,20 +198,24 @@ class MultiHeadAttention(nn.Module):
             y, self.weights = attention_math(q, k, v, mask, is_causal)
             return y
         visible = None
-        if mask is not None:
+        if mask is not None and not q.is_cpu:
             # A query with no visible key would give NaN on some backends (and NaN gradients):
-            # let it see every key, then zero its output.
+            # let it see every key, then zero its output. PyTorch's CPU kernels (flash and
+            # math) give zeros and zero gradients there themselves (tests/test_attention.py),
+            # so the CPU skips these two extra passes over the output.
             visible = mask.any(dim=-1, keepdim=True)
             mask = mask | ~visible
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-            enable_gqa=self.n_kv_heads != self.n_heads,
-        )
+        backends = sdpa_kernel(CUDA_BACKENDS, set_priority=True) if q.is_cuda else nullcontext()
+        with backends:
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=is_causal,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )
         return y if visible is None else y.masked_fill(~visible, 0.0)
 
 

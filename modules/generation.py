@@ -295,9 +295,10 @@ def _forward(
     cache: list[LayerCache] | None,
     context: int,
 ) -> Tensor:
-    """Logits for `tokens`: with a cache, the new tokens after the cached ones; without, the
-    whole sequence cut to its last `context` positions. `mask` (1 = real token) covers every
-    position, cached ones included; positions count from each row's first real token."""
+    """Logits of the last position of `tokens`: with a cache, the new tokens come after the
+    cached ones; without, the whole sequence is cut to its last `context` positions. `mask`
+    (1 = real token) covers every position, cached ones included; positions count from each
+    row's first real token."""
     if cache is None:
         tokens = tokens[:, -context:]
         mask = mask[:, -context:] if mask is not None else None
@@ -308,7 +309,7 @@ def _forward(
         positions = torch.arange(past, past + tokens.size(1), device=tokens.device)[None]
     else:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past : past + tokens.size(1)]
-    return model(tokens, attention_mask=mask, position_ids=positions, cache=cache)
+    return model(tokens, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1)
 
 
 def _until_stop(ids: list[int], stop_ids: tuple[int, ...]) -> list[int]:

@@ -57,6 +57,15 @@ def write_fixture(config: dict[str, Any], folder: Path) -> dict[str, Any]:
             sentence = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(5 + i % 7))
             if "source_lang" in data:
                 rows.append({data["source_lang"]: sentence, data["target_lang"]: sentence.upper()})
+            elif "doc_stride" in data:  # extractive QA, SQuAD's schema
+                first, second, third = sentence.split()[:3]
+                rows.append(
+                    {
+                        "question": f"which word is third in line {i}?",
+                        "context": sentence,
+                        "answers": {"text": [third], "answer_start": [len(first + second) + 2]},
+                    }
+                )
             elif "num_classes" in data:
                 rows.append(
                     {

@@ -86,6 +86,33 @@ def test_fully_masked_rows_give_zeros_not_nan(backend):
     assert torch.isfinite(slow).all() and (slow - y).abs().max() < TOL
 
 
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_left_padded_causal_rows_match_math_path_with_gradients(backend, dtype):
+    # queries before a row's first real token see nothing; on CPU the kernel itself must
+    # give them zeros and finite gradients (the core skips its guard there)
+    attn = _attention(n_kv_heads=2).to(dtype)
+    x = torch.randn(2, 6, 32, dtype=dtype, requires_grad=True)
+    attention_mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    mask, _ = make_mask(attention_mask, 6, 6, causal=True)
+    with sdpa_kernel([backend]):
+        fast = attn(x, mask=mask)
+        (fast.float() ** 2).sum().backward()
+    grads = [x.grad.clone(), *(p.grad.clone() for p in attn.parameters())]
+    x.grad = None
+    attn.zero_grad()
+    attn.record_weights = True
+    slow = attn(x, mask=mask)
+    (slow.float() ** 2).sum().backward()
+    tol = 1e-5 if dtype == torch.float32 else 5e-2
+    assert torch.allclose(fast[0, :2].float(), attn.out.bias.float().expand(2, -1))
+    assert (fast - slow).abs().max() < tol
+    slow_grads = [x.grad, *(p.grad for p in attn.parameters())]
+    for fast_grad, slow_grad in zip(grads, slow_grads, strict=True):
+        assert torch.isfinite(fast_grad).all()
+        assert (fast_grad - slow_grad).abs().max() < tol * max(1.0, slow_grad.abs().max())
+
+
 def test_math_path_zero_rows():
     q = torch.randn(1, 1, 2, 4)
     mask = torch.tensor([[True, False], [False, False]])[None, None]

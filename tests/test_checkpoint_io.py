@@ -26,6 +26,9 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeyp
 
 
 def test_runs_write_checkpoints_through_it(tmp_path: Path, monkeypatch):
+    """Also: last.ckpt follows every validation and the end of training, while the best stays
+    put (lr 0: no improvement). Lightning's own save_last rewrites last.ckpt only together
+    with a new best, which would leave it at step 3 here."""
     from tests.cli_helpers import fit_once
     from tests.test_training import lm_config
 
@@ -33,10 +36,12 @@ def test_runs_write_checkpoints_through_it(tmp_path: Path, monkeypatch):
     original = AtomicCheckpointIO.save_checkpoint
 
     def spy(self, checkpoint, path, storage_options=None):
-        written.append(Path(path).name)
+        written.append((Path(path).name, checkpoint["global_step"]))
         original(self, checkpoint, path, storage_options)
 
     monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", spy)
-    run = fit_once(tmp_path, lm_config(tmp_path))
-    assert "last.ckpt" in written and (run / "checkpoints" / "last.ckpt").is_file()
+    run = fit_once(tmp_path, lm_config(tmp_path), "--model.init_args.optim.lr=0.0")
+    assert ("last.ckpt", 3) in written and ("last.ckpt", 6) in written
+    assert [name for name, _ in written if name.startswith("best")] == ["best-3.ckpt"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
     assert not list((run / "checkpoints").glob(".*tmp*"))

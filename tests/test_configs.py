@@ -24,6 +24,7 @@ def test_every_family_and_task_has_a_config():
         "bert/pydocs-mlm.yaml",
         "bert/wikitext103-mlm.yaml",
         "bert/sst2-minilm.yaml",
+        "bert/squad-minilm.yaml",
     ):
         assert expected in names
     for preset in ("cpu", "gpu", "ddp", "fsdp"):

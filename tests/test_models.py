@@ -128,6 +128,19 @@ def test_decoder_only_cached_decoding_equals_full_forward(variant):
     assert (torch.cat(chunks, dim=1) - full).abs().max() < TOL
 
 
+def test_decoder_only_logits_to_keep_are_the_last_positions():
+    model = decoder()
+    x = ids(2, 12)
+    with torch.no_grad():
+        full = model(x)
+        assert torch.equal(model(x, logits_to_keep=0), full)
+        last = model(x, logits_to_keep=3)
+        cache = model.new_cache(max_len=16)
+        cached = model(x[:, :9], cache=cache, logits_to_keep=1)
+    assert last.shape == (2, 3, VOCAB) and (last - full[:, -3:]).abs().max() < TOL
+    assert cached.shape == (2, 1, VOCAB) and (cached[:, 0] - full[:, 8]).abs().max() < TOL
+
+
 def test_decoder_only_cached_decoding_with_left_padding():
     model = decoder(n_kv_heads=2, positions="rotary")
     x = ids(2, 8)

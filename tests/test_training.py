@@ -225,3 +225,43 @@ def test_loss_is_normalised_by_target_tokens_across_accumulation():
         grads.append(model.grads)
     for name, grad in grads[0].items():
         assert torch.allclose(grad, grads[1][name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("limit", [1e-3, 1e3])
+def test_clipping_by_norm_matches_torch(limit: float):
+    """The suite folds norm clipping into its token-count rescale (Lightning's own clipping
+    refuses fused AdamW under mixed precision): the gradients equal torch's clip_grad_norm_
+    applied to the unclipped ones."""
+    torch.manual_seed(0)
+    batch = {
+        "input_ids": torch.randint(4, 50, (2, 6)),
+        "attention_mask": torch.ones(2, 6, dtype=torch.long),
+        "decoder_input_ids": torch.randint(4, 50, (2, 5)),
+        "labels": torch.randint(4, 50, (2, 5)),
+    }
+    grads = []
+    for clip in (None, limit):
+        torch.manual_seed(1)
+        model = RecordingTranslation(
+            vocab_size=50, pad_id=0, bos_id=1, eos_id=2, preset="tiny", bleu=False
+        )
+        model.model.eval()  # no dropout: both runs see the same function
+        trainer = L.Trainer(
+            max_steps=1,
+            gradient_clip_val=clip,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+        )
+        trainer.fit(model, datamodule=FixedBatches([batch]))
+        grads.append(model.grads)
+    unclipped, clipped = grads
+    reference = {name: torch.nn.Parameter(torch.empty_like(g)) for name, g in unclipped.items()}
+    for name, param in reference.items():
+        param.grad = unclipped[name].clone()
+    torch.nn.utils.clip_grad_norm_(reference.values(), limit)
+    assert clipped.keys() == reference.keys()
+    for name, grad in clipped.items():
+        assert torch.allclose(grad, reference[name].grad, rtol=1e-5, atol=1e-9), name

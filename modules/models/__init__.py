@@ -2,7 +2,7 @@
 
 from modules.config import DecoderConfig, EncoderConfig, EncoderDecoderConfig
 from modules.models.decoder import DecoderTransformer
-from modules.models.encoder import EncoderTransformer
+from modules.models.encoder import EncoderTransformer, mean_pooled
 from modules.models.encoder_decoder import EncoderDecoderTransformer
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "EncoderDecoderConfig",
     "EncoderDecoderTransformer",
     "EncoderTransformer",
+    "mean_pooled",
 ]

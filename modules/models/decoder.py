@@ -26,8 +26,11 @@ class DecoderTransformer(nn.Module):
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
         cache: list[LayerCache] | None = None,
+        logits_to_keep: int = 0,
     ) -> Tensor:
-        """Next-token logits (batch, seq, vocab).
+        """Next-token logits (batch, seq, vocab), or (batch, logits_to_keep, vocab) for only
+        the last positions (decoding needs one: the vocabulary projection of every prompt
+        position would cost time and memory for nothing).
 
         attention_mask: (batch, cached + seq), 1 = real token; leave None when nothing is padded
         (the fast causal kernel is used). With a cache, only the new tokens are passed.
@@ -39,7 +42,7 @@ class DecoderTransformer(nn.Module):
             )
         x = self.embed(input_ids, position_ids)
         x = self.stack(x, attention_mask, position_ids, cache=cache)
-        return self.lm_head(x)
+        return self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x)
 
     def new_cache(self, max_len: int | None = None) -> list[LayerCache]:
         return self.stack.new_cache(max_len)

@@ -1,7 +1,9 @@
-"""BERT-style encoder-only Transformer with its masked-LM head and pooler."""
+"""BERT-style encoder-only Transformer with its masked-LM head and pooler, and mean pooling
+for sentence embeddings."""
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modules.config import EncoderConfig
@@ -70,3 +72,11 @@ class EncoderTransformer(nn.Module):
         if self.pooler is None:
             raise ValueError("this encoder was built with pooler=False")
         return self.pooler(hidden)
+
+
+def mean_pooled(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """L2-normalised mean of the hidden states of the real tokens (attention_mask 1), the
+    sentence embedding of sentence-transformers: (batch, seq, d) -> (batch, d)."""
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return F.normalize(mean, p=2, dim=-1)

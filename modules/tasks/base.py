@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -22,7 +23,9 @@ from modules.schedules import Schedule, lr_multiplier
 @dataclass(frozen=True)
 class OptimizerConfig:
     """AdamW with weight decay on matrices only, and a warm-up schedule in optimizer steps.
-    `lr` is the peak rate, reached at the end of warm-up."""
+    `lr` is the peak rate, reached at the end of warm-up. A step whose loss or gradient norm
+    is not finite is skipped (no update); `max_nonfinite_steps` such steps in a row stop the
+    run (checked every `trainer.log_every_n_steps`)."""
 
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
@@ -31,6 +34,18 @@ class OptimizerConfig:
     schedule: Schedule = "cosine"
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
+    max_nonfinite_steps: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(
+                f"optim.max_nonfinite_steps={self.max_nonfinite_steps}: must be at least 1 "
+                "(1 stops at the first non-finite step)"
+            )
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a non-finite loss or gradient norm too many steps in a row."""
 
 
 class TaskModule(L.LightningModule):
@@ -52,6 +67,10 @@ class TaskModule(L.LightningModule):
         self.samples: list[dict[str, str]] = []  # a few examples from the last validation
         self.tokenizer: Tokenizer | None = None
         self._step_tokens: Tensor | None = None
+        self._step_finite: Tensor | None = None  # every micro-batch loss of the step finite
+        # optimizer steps skipped for non-finite numbers, in total and in a row (on the device)
+        self.skipped_steps: Tensor | int = 0
+        self.nonfinite_in_row: Tensor | int = 0
 
     def build_config(
         self, preset: str, arch: dict[str, Any] | None, **linked: Any
@@ -79,14 +98,34 @@ class TaskModule(L.LightningModule):
         checkpoint["task_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
         if self.tokenizer is not None:
             checkpoint["tokenizer_json"] = self.tokenizer.to_str()
+        checkpoint["skipped_steps"] = [int(self.skipped_steps), int(self.nonfinite_in_row)]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is None and "tokenizer_json" in checkpoint:
             self.tokenizer = Tokenizer.from_str(checkpoint["tokenizer_json"])
+        self.skipped_steps, self.nonfinite_in_row = checkpoint.get("skipped_steps", [0, 0])
 
     def configure_model(self) -> None:
         if self.compile_model:
             self.model.compile()  # compiles __call__ in place: state-dict keys stay unprefixed
+
+    # Only training steps run compiled. Evaluation runs eagerly: its shapes vary (a short last
+    # batch, decoding with a growing KV cache), and each new shape would compile again.
+    def on_validation_model_eval(self) -> None:
+        super().on_validation_model_eval()
+        torch.compiler.set_stance("force_eager")
+
+    def on_validation_model_train(self) -> None:
+        torch.compiler.set_stance("default")
+        super().on_validation_model_train()
+
+    def on_test_model_eval(self) -> None:
+        super().on_test_model_eval()
+        torch.compiler.set_stance("force_eager")
+
+    def on_predict_model_eval(self) -> None:
+        super().on_predict_model_eval()
+        torch.compiler.set_stance("force_eager")
 
     # --- losses ----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -95,23 +134,89 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss_sum, count = self.loss(batch)
+        finite = torch.isfinite(loss_sum)
         self._step_tokens = count if self._step_tokens is None else self._step_tokens + count
+        self._step_finite = finite if self._step_finite is None else self._step_finite & finite
         self.log("train/loss", loss_sum / count.clamp(min=1), prog_bar=True)
         # Backward on the sum; on_before_optimizer_step divides the gradients by the number
         # of targets in the whole optimizer step, over accumulation and devices.
         return loss_sum
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self._step_tokens is None:
+        if self._step_tokens is None or self._step_finite is None:
             return
-        total = self.trainer.strategy.reduce(self._step_tokens.float(), reduce_op="sum")
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        nonfinite = ~self._step_finite
+        norm = torch.zeros((), device=self.device)
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            nonfinite |= ~torch.isfinite(norm)
+        # One all-reduce: the targets of the whole step, and the ranks that saw a non-finite
+        # loss or gradient norm (so every rank skips the same steps).
+        tokens, nonfinite_ranks = self.trainer.strategy.reduce(
+            torch.stack([self._step_tokens.float(), nonfinite.float()]), reduce_op="sum"
+        )
+        self._step_tokens = self._step_finite = None
         # Lightning divided each micro-batch loss by the accumulation count and DDP averages
         # gradients over devices; undo both and divide by the true target count.
-        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / total.clamp(min=1)
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        world = self.trainer.accumulate_grad_batches * self.trainer.world_size
+        scale = world / tokens.clamp(min=1)
+        if self.clips_by_norm():  # torch's clip_grad_norm_, folded into the same multiply
+            limit = self.trainer.gradient_clip_val
+            scale = scale * (limit / (norm * scale + 1e-6)).clamp(max=1.0)
         if grads:
             torch._foreach_mul_(grads, scale)  # one fused launch, no host sync
-        self._step_tokens = None
+        self.skip_nonfinite(nonfinite_ranks > 0, optimizer)
+
+    def clips_by_norm(self) -> bool:
+        """Whether on_before_optimizer_step clips the gradients by their global norm: with
+        `trainer.gradient_clip_val` set, unless they are sharded (FSDP computes the norm)."""
+        trainer = self.trainer
+        return bool(trainer.gradient_clip_val) and (
+            trainer.gradient_clip_algorithm in (None, "norm")
+            and not isinstance(trainer.strategy, FSDPStrategy)
+        )
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clipping by norm is done in on_before_optimizer_step, by value here (Lightning's own
+        refuses fused AdamW under mixed precision); sharded gradients are left to Lightning."""
+        if self.clips_by_norm() or not gradient_clip_val:
+            return
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val, foreach=True)
+        else:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+
+    def skip_nonfinite(self, skip: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Leave the parameters and optimizer state alone this step if `skip`, and count it
+        (the step counter and schedule still advance). Fused AdamW (GPUs) reads the flag on
+        the device: reading it here would stall every step (10-28% of the step time on an
+        H200), so the count is logged, and the run stopped, at the steps Lightning logs."""
+        skipped = self.skipped_steps + skip
+        in_row = (self.nonfinite_in_row + 1) * skip
+        self.skipped_steps, self.nonfinite_in_row = skipped, in_row
+        if getattr(optimizer, "_step_supports_amp_scaling", False):
+            optimizer.found_inf = skip.float()  # type: ignore[attr-defined]
+        elif bool(skip):  # unfused AdamW (CPU): a host sync, free there
+            optimizer.zero_grad(set_to_none=True)  # AdamW leaves grad-less parameters alone
+        step, limit = self.trainer.global_step, self.optim.max_nonfinite_steps
+        if (step + 1) % self.trainer.log_every_n_steps:
+            return  # not a step Lightning logs
+        self.log("train/skipped_steps", skipped.float())
+        if int(in_row) >= limit:
+            raise NonFiniteError(
+                f"training stopped at step {step}: the loss or gradient norm was not finite in "
+                f"the last {int(in_row)} optimizer steps (none applied; "
+                f"optim.max_nonfinite_steps={limit}). Lower optim.lr, lengthen "
+                "optim.warmup_steps, set trainer.gradient_clip_val, or check the data."
+            )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss_sum, count = self.loss(batch)
@@ -187,7 +292,7 @@ class TaskModule(L.LightningModule):
             lr=self.optim.lr,
             betas=self.optim.betas,
             eps=self.optim.eps,
-            fused=self.device.type == "cuda",
+            fused=self.device.type == "cuda",  # skips non-finite steps on the device
         )
         total = int(self.trainer.estimated_stepping_batches)
         optim = self.optim

@@ -11,9 +11,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from modules.config import EncoderConfig
-from modules.models import EncoderTransformer
 from modules.tasks.base import OptimizerConfig, TaskModule, encoder_text_batch
-from modules.tasks.pretrained import pretrained_model
+from modules.tasks.pretrained import fine_tuning_encoder
 
 # BERT fine-tuning: AdamW lr 5e-5 (Devlin et al.), weight decay 0.01, warm-up, linear decay.
 FINETUNE_OPTIM = OptimizerConfig(
@@ -42,15 +41,9 @@ class SequenceClassificationModule(TaskModule):
         """With `init_from`, the architecture comes from the pretrained weights; `arch` may
         then only change dropout."""
         super().__init__(optim, compile, monitor="val/accuracy")
-        if init_from:
-            self.model = pretrained_model(
-                init_from, EncoderTransformer, vocab_size, arch, mlm_head=False
-            )
-        else:
-            cfg = self.build_config(
-                preset, arch, vocab_size=vocab_size, pad_token_id=pad_id, mlm_head=False
-            )
-            self.model = EncoderTransformer(cfg)  # type: ignore[arg-type]
+        self.model = fine_tuning_encoder(
+            self, init_from, preset, arch, vocab_size, pad_id, mlm_head=False
+        )
         if self.model.pooler is None:
             raise ValueError("the encoder has no pooler; build it with pooler=True")
         self.head = nn.Sequential(

@@ -82,6 +82,7 @@ class CausalLMModule(TaskModule):
             and self._prompt
             and self.sample_tokens
             and not self.trainer.sanity_checking
+            and bool(torch.isfinite(loss))  # a diverged model's logits cannot be sampled
         ):
             generator = torch.Generator(self.device).manual_seed(0)
             stops = (self.eos_id,) if self.eos_id is not None else ()

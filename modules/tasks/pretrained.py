@@ -12,6 +12,7 @@ from torch import nn
 from modules.config import DecoderConfig, EncoderConfig, TransformerConfig
 from modules.interop import from_hf
 from modules.models import DecoderTransformer, EncoderTransformer
+from modules.tasks.base import TaskModule
 
 CONFIGS: dict[type[nn.Module], type[TransformerConfig]] = {
     DecoderTransformer: DecoderConfig,
@@ -68,4 +69,24 @@ def pretrained_model(
     model = family(dataclasses.replace(source.cfg, **(arch or {}), **changes))
     wanted = model.state_dict().keys()
     model.load_state_dict({k: v for k, v in source.state_dict().items() if k in wanted})
+    return model
+
+
+def fine_tuning_encoder(
+    task: TaskModule,
+    init_from: str | None,
+    preset: str,
+    arch: dict[str, Any] | None,
+    vocab_size: int,
+    pad_id: int,
+    **heads: bool,
+) -> EncoderTransformer:
+    """The encoder of a fine-tuning task: pretrained from `init_from`, or a new `preset` one;
+    `heads` turns the MLM head and the pooler on or off (mlm_head=..., pooler=...)."""
+    if init_from:
+        model = pretrained_model(init_from, EncoderTransformer, vocab_size, arch, **heads)
+    else:
+        cfg = task.build_config(preset, arch, vocab_size=vocab_size, pad_token_id=pad_id, **heads)
+        model = EncoderTransformer(cfg)  # type: ignore[arg-type]
+    assert isinstance(model, EncoderTransformer)
     return model

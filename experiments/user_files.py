@@ -1,0 +1,40 @@
+"""Files a user hands to a command (configs, text to translate or embed, run records), read
+with errors that name the file and line instead of a decoder's or parser's traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def read_text(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path} is empty")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}, line {line}: not valid UTF-8 ({error.reason} at byte {error.start}); "
+            "re-encode the file as UTF-8"
+        ) from error
+
+
+def read_lines(path: Path) -> list[str]:
+    """One entry a line (a final newline does not make an empty last line)."""
+    return read_text(path).rstrip("\n").split("\n")
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(read_text(path))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ValueError(f"{path}{where}: not valid YAML ({problem})") from error

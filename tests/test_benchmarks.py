@@ -1,0 +1,36 @@
+"""`just bench --quick`: every benchmark row runs in its tiny form and reports finite figures
+(the figures themselves mean nothing at these sizes)."""
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from benchmarks import memory  # noqa: E402
+from benchmarks.__main__ import main, parse_rows, table  # noqa: E402
+
+
+def test_quick_rows_run_and_give_finite_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("TSUITE_CACHE", str(tmp_path / "cache"))
+    # row 6 measures each side in a process of its own: start them first, they run meanwhile
+    monkeypatch.setattr(memory.torch, "get_num_threads", lambda: 1)
+    sides = memory.start_sides("train:decoder:tiny", "cpu")
+    assert main(["--quick", "--rows", "1,2,3,4,5", "--out", str(tmp_path / "out")]) == 0
+    [written] = (tmp_path / "out").glob("bench-*-quick.json")
+    rows = json.loads(written.read_text())["rows"]
+    assert {r["number"] for r in rows} == {1, 2, 3, 4, 5}
+    for r in rows:
+        assert "error" not in r, r
+        figures = [r["ours"]] + [r[k] for k in ("reference", "ratio") if r.get(k) is not None]
+        assert all(math.isfinite(f) and f >= 0 for f in figures), r
+    assert "waiting for data" in table(rows)
+    peaks = memory.collect_sides("train:decoder:tiny", sides)
+    assert all(math.isfinite(p["peak_mb"]) and p["peak_mb"] > 0 for p in peaks.values())
+
+
+def test_rows_option_names_the_rows_it_takes():
+    assert parse_rows("2,4") == [2, 4]
+    with pytest.raises(Exception, match="row numbers from"):
+        parse_rows("2,9")
