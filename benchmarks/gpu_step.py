@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from benchmarks.timing import median_seconds
 from experiments.flops import dense_peak, flops_per_token, matmul_weights
 from modules.attention import CUDA_BACKENDS, MultiHeadAttention
 from modules.interop import from_hf
@@ -109,28 +110,16 @@ def attention_backends(device: torch.device, quick: bool) -> list[dict]:
                 F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
 
         try:
-            with sdpa_kernel(backends):
+            with sdpa_kernel(backends), torch.no_grad():
                 error = (F.scaled_dot_product_attention(q, k, v, is_causal=True) - reference).abs()
-            ms = 1e3 * median(run)
+            ms = 1e3 * median_seconds(run, repeats=50, warmup=5)
             rows.append({"backend": name, "ms": ms, "max_err": float(error.max())})
         except RuntimeError as failure:  # not available for this device or shape
             rows.append({"backend": name, "ms": float("nan"), "error": str(failure)[:80]})
-    rows.append({"backend": "ours (_attend)", "ms": 1e3 * median(ours)})
+    rows.append(
+        {"backend": "ours (_attend)", "ms": 1e3 * median_seconds(ours, repeats=50, warmup=5)}
+    )
     return rows
-
-
-def median(fn: Callable[[], None], repeats: int = 50, warmup: int = 5) -> float:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
