@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import statistics
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,32 +49,37 @@ def measure(
     device: str,
     uncached_repeats: int = 0,
 ) -> list[dict[str, Any]]:
-    """Ours against HF `generate` (`repeats` interleaved pairs); with `uncached_repeats`,
-    also our cached against our uncached decoding."""
+    """Ours against HF `generate` (`repeats` interleaved pairs after one untimed call each);
+    with `uncached_repeats`, also our cached against our uncached decoding (whose first
+    call is timed too: it takes seconds, a warm-up would not change it)."""
     ours, reference = pair("decoder", size)
     ours.to(device).eval()
     reference.to(device).eval()
     prompt = prompts(size, batch, prompt_length).to(device)
     ids = prompt.tolist()
+    outputs: dict[str, Any] = {}
+
+    def side(name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+        def call() -> None:
+            outputs[name] = fn()
+
+        return call
+
     sides = {
-        "ours": lambda: generate(ours, ids, new_tokens),
-        "reference": lambda: hf_generate(reference, prompt, new_tokens),
-        "uncached": lambda: generate(ours, ids, new_tokens, use_cache=False),
+        "ours": side("ours", lambda: generate(ours, ids, new_tokens)),
+        "reference": side("reference", lambda: hf_generate(reference, prompt, new_tokens)),
+        "uncached": side("uncached", lambda: generate(ours, ids, new_tokens, use_cache=False)),
     }
-    compared = ["ours", "reference", *(["uncached"] if uncached_repeats else [])]
-    outputs = [sides[name]() for name in compared]
-    if any(out != outputs[0] for out in outputs):
-        raise AssertionError(f"greedy tokens differ between {compared} ({size.name} b{batch})")
     case = f"{parameters(ours) / 1e6:.1f}M b{batch} prompt {prompt_length} +{new_tokens}"
     tokens = batch * new_tokens
-    rows = []
-    versus = [("reference", repeats, "greedy vs HF", "GPT2LMHeadModel.generate", 1.0, 1.5)]
+    versus = [("reference", repeats, 1, "greedy vs HF", "GPT2LMHeadModel.generate", " (aim 1.5)")]
     if uncached_repeats:
-        versus.append(
-            ("uncached", uncached_repeats, "cached vs uncached", "our uncached generate", 1.0, None)
-        )
-    for other, n, what, reference_name, target, aim in versus:
-        times = interleaved_times({"ours": sides["ours"], other: sides[other]}, n, warmup=0)
+        versus.append(("uncached", uncached_repeats, 0, "cached vs uncached", "uncached", ""))
+    rows = []
+    for other, n, warmup, what, reference_name, aim in versus:
+        times = interleaved_times({"ours": sides["ours"], other: sides[other]}, n, warmup)
+        if outputs[other] != outputs["ours"]:
+            raise AssertionError(f"greedy tokens differ: ours and {other} ({case})")
         seconds = {name: statistics.median(t) for name, t in times.items()}
         ratio = paired_ratio(times[other], times["ours"])
         rows.append(
@@ -85,8 +91,8 @@ def measure(
                 "reference": tokens / seconds[other],
                 "unit": "tok/s",
                 "ratio": ratio,
-                "target": f">= {target}" + (f" (aim {aim})" if aim else ""),
-                "passed": ratio >= target,
+                "target": f">= 1.0{aim}",
+                "passed": ratio >= 1.0,
                 "ours_ms": seconds["ours"] * 1e3,
                 "reference_ms": seconds[other] * 1e3,
             }
@@ -98,6 +104,6 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
     if quick:
         return measure(SIZES["tiny"], 1, 16, 8, 1, device, uncached_repeats=1)
     return [
-        *measure(SIZES["10M"], 1, NEW_TOKENS, PROMPT, 5, device, uncached_repeats=2),
-        *measure(SIZES["10M"], 4, NEW_TOKENS, PROMPT, 5, device),
+        *measure(SIZES["10M"], 1, NEW_TOKENS, PROMPT, 5, device, uncached_repeats=1),
+        *measure(SIZES["10M"], 4, NEW_TOKENS, PROMPT, 3, device),
     ]

@@ -2,7 +2,8 @@
 reference. Each side runs in a fresh process so neither sees the other's allocations: both
 build the same pair of models (our model comes from the reference's weights), drop the other
 side's, run the work once to warm up (the optimizer state exists from then on), and measure
-the peak of a second run above the memory in use just before it (on CPU the
+the peak of a second run (one training step, or one generation) above the memory in use
+just before it (on CPU the
 resident set, its high-water mark reset through /proc/self/clear_refs; on CUDA
 `max_memory_allocated`). Ratio = reference / ours (> 1: ours needs less).
 
@@ -86,8 +87,7 @@ def measure_side(case: str, side: str, device: str) -> dict[str, Any]:
         step = step_function(model, family, batch, reference=side == "reference")  # type: ignore[arg-type]
 
         def work() -> None:
-            for _ in range(3):
-                step()
+            step()
 
     else:
         model.eval()
@@ -119,11 +119,12 @@ def measure_side(case: str, side: str, device: str) -> dict[str, Any]:
     return {"peak_mb": (peak - after_imports) / 1024, "how": "ru_maxrss - after imports"}
 
 
-def start_sides(case: str, device: str) -> dict[str, subprocess.Popen]:
+def start_sides(case: str, device: str, threads: int | None = None) -> dict[str, subprocess.Popen]:
     """Start both sides of a case, each in a fresh process (at the same time: only their
-    memory is measured, and each process has its own)."""
+    memory is measured, and each process has its own) with `threads` CPU threads (default:
+    this process's)."""
     command = [sys.executable, "-m", "benchmarks.memory", case]
-    threads = str(torch.get_num_threads())
+    threads = str(threads or torch.get_num_threads())
     # glibc keeps freed blocks for reuse, so the resident set would depend on the order of
     # earlier allocations (peaks varied by 10% between runs); returning every block of 64 KiB
     # or more to the system when freed makes it follow the tensors alive, run after run

@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -15,9 +16,10 @@ from benchmarks.__main__ import main, parse_rows, table  # noqa: E402
 def test_quick_rows_run_and_give_finite_figures(tmp_path, monkeypatch):
     monkeypatch.setenv("TSUITE_CACHE", str(tmp_path / "cache"))
     # row 6 measures each side in a process of its own: start them first, they run meanwhile
-    monkeypatch.setattr(memory.torch, "get_num_threads", lambda: 1)
-    sides = memory.start_sides("train:decoder:tiny", "cpu")
+    sides = memory.start_sides("train:decoder:tiny", "cpu", threads=1)
+    threads = torch.get_num_threads()
     assert main(["--quick", "--rows", "1,2,3,4,5", "--out", str(tmp_path / "out")]) == 0
+    assert torch.get_num_threads() == threads  # later tests must not run on fewer threads
     [written] = (tmp_path / "out").glob("bench-*-quick.json")
     rows = json.loads(written.read_text())["rows"]
     assert {r["number"] for r in rows} == {1, 2, 3, 4, 5}
