@@ -74,7 +74,9 @@ def measure(
     tokens = batch * new_tokens
     versus = [("reference", repeats, 1, "greedy vs HF", "GPT2LMHeadModel.generate", " (aim 1.5)")]
     if uncached_repeats:
-        versus.append(("uncached", uncached_repeats, 0, "cached vs uncached", "uncached", ""))
+        versus.append(
+            ("uncached", uncached_repeats, 0, "cached vs uncached", "our uncached generate", "")
+        )
     rows = []
     for other, n, warmup, what, reference_name, aim in versus:
         times = interleaved_times({"ours": sides["ours"], other: sides[other]}, n, warmup)
