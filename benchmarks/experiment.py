@@ -14,7 +14,7 @@ import logging  # noqa: E402
 import lightning as L  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
-from experiments.cli import LINKED  # noqa: E402
+from experiments.cli import LINKED, cli_settings  # noqa: E402
 
 # Lightning's notes on every Trainer ("GPU available", "Seed set", "max_steps reached") would
 # bury the benchmark table
@@ -45,13 +45,7 @@ def build(
     and model summary."""
     with mock.patch.object(sys, "argv", sys.argv[:1]):  # only `args` count, not our own flags
         cli = _Builder(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=None,
-            seed_everything_default=0,
-            trainer_defaults={"use_distributed_sampler": False},
+            **cli_settings(),
             run=False,
             args=[
                 "-c",

@@ -259,6 +259,20 @@ TOOLS = {  # suite commands beside LightningCLI's
 }
 
 
+def cli_settings() -> dict[str, Any]:
+    """The LightningCLI arguments of `tsuite` (and of anything that builds an experiment the
+    same way); a new dict each call, since LightningCLI adds callbacks to `trainer_defaults`."""
+    return dict(
+        model_class=L.LightningModule,
+        datamodule_class=L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=None,
+        seed_everything_default=0,
+        trainer_defaults={"use_distributed_sampler": False},
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     argv = sys.argv[1:] if args is None else args
@@ -272,13 +286,7 @@ def main(args: list[str] | None = None) -> None:
         if torch.cuda.is_available():
             torch.set_float32_matmul_precision("high")  # TF32 for float32 matmuls, as nanoGPT
         SuiteCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=None,
-            seed_everything_default=0,
-            trainer_defaults={"use_distributed_sampler": False},
+            **cli_settings(),
             # parse errors raise (caught below) instead of printing the whole usage first
             parser_kwargs={
                 "exit_on_error": False,

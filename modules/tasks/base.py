@@ -147,7 +147,7 @@ class TaskModule(L.LightningModule):
             return
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         nonfinite = ~self._step_finite
-        norm = torch.zeros((), device=self.device)
+        norm = None
         if grads:
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             nonfinite |= ~torch.isfinite(norm)
@@ -161,7 +161,7 @@ class TaskModule(L.LightningModule):
         # gradients over devices; undo both and divide by the true target count.
         world = self.trainer.accumulate_grad_batches * self.trainer.world_size
         scale = world / tokens.clamp(min=1)
-        if self.clips_by_norm():  # torch's clip_grad_norm_, folded into the same multiply
+        if norm is not None and self.clips_by_norm():  # clip_grad_norm_, in the same multiply
             limit = self.trainer.gradient_clip_val
             scale = scale * (limit / (norm * scale + 1e-6)).clamp(max=1.0)
         if grads:
