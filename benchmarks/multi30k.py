@@ -28,6 +28,7 @@ REDUCED = [  # about 20 minutes per direction on 2 CPU cores
     "--model.init_args.optim.lr=0.001",
     "--model.init_args.optim.warmup_steps=500",
     "--data.init_args.tokenizer.vocab_size=8000",
+    "--keep_checkpoints_every=50",  # so that the last 5 span the last ~2 of ~8 epochs
 ]
 
 

@@ -170,12 +170,17 @@ def logits(model: nn.Module, family: Family, batch: dict[str, Tensor], reference
         return out.logits
     if family == "decoder":
         return model(batch["input_ids"])
-    if family == "encoder":
-        return model.mlm_logits(model(batch["input_ids"], mask))
+    if family == "encoder":  # as MaskedLMModule trains: the vocabulary logits of masked positions
+        return model.mlm_logits(model(batch["input_ids"], mask), batch["labels"] != -100)
     return model(batch["input_ids"], batch["decoder_input_ids"], attention_mask=mask)
 
 
 def loss(model: nn.Module, family: Family, batch: dict[str, Tensor], reference: bool) -> Tensor:
     """Mean cross-entropy over the labelled positions, the same function for both sides."""
     out = logits(model, family, batch, reference)
-    return F.cross_entropy(out.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=-100)
+    labels = batch["labels"]
+    if out.dim() == 2:  # logits of the labelled positions only
+        labels = labels[labels != -100]
+    return F.cross_entropy(
+        out.reshape(-1, out.size(-1)).float(), labels.reshape(-1), ignore_index=-100
+    )

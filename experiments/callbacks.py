@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from experiments.csv_logger import RunCSVLogger
 from experiments.flops import dense_peak, flops_per_token, matmul_weights
 
 TOKEN_KEYS = ("input_ids", "decoder_input_ids")
@@ -115,6 +116,16 @@ class ResumeState(Callback):
             torch.set_rng_state(self._rng["torch"])
             random.setstate((3, tuple(self._rng["python"]), None))
             self._rng = None
+        if trainer.ckpt_path and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if isinstance(logger, RunCSVLogger):
+                    dropped = logger.drop_rows_from(trainer.global_step)
+                    if dropped:
+                        print(
+                            f"[tsuite] resuming at step {trainer.global_step}: removed {dropped} "
+                            "rows of metrics.csv logged after that checkpoint",
+                            flush=True,
+                        )
 
 
 class SampleLog(Callback):

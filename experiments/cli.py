@@ -277,6 +277,7 @@ def main(args: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     argv = sys.argv[1:] if args is None else args
     CREATED_RUN_DIRS.clear()  # only this invocation's folders
+    inherited_run_dir = os.environ.get(RUN_DIR_ENV)
     try:
         if argv and argv[0] in TOOLS:
             module, _, function = TOOLS[argv[0]].partition(":")
@@ -306,6 +307,13 @@ def main(args: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    finally:
+        # The folder was for the ranks this run spawns; a later run in this process (or a
+        # process it starts) must not log into it.
+        if inherited_run_dir is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = inherited_run_dir
 
 
 def _readable(error: Exception) -> str:

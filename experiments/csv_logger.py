@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
@@ -30,3 +31,24 @@ class RunCSVLogger(CSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def drop_rows_from(self, step: int) -> int:
+        """Remove the rows logged at `step` or later, which a run resumed from a checkpoint of
+        that step logs again (after a kill, the rows flushed after the last checkpoint would
+        otherwise appear twice). The file is replaced atomically. Returns the rows removed."""
+        path = self.experiment.metrics_file_path
+        if not os.path.isfile(path):
+            return 0
+        with open(path, newline="") as file:
+            rows = list(csv.reader(file))
+        if not rows or "step" not in rows[0]:
+            return 0
+        column = rows[0].index("step")
+        kept = [rows[0]] + [r for r in rows[1:] if not r[column] or int(float(r[column])) < step]
+        if len(kept) == len(rows):
+            return 0
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".metrics-")
+        with os.fdopen(handle, "w", newline="") as file:
+            csv.writer(file).writerows(kept)
+        os.replace(temporary, path)
+        return len(rows) - len(kept)

@@ -36,3 +36,28 @@ def test_rows_option_names_the_rows_it_takes():
     assert parse_rows("2,4") == [2, 4]
     with pytest.raises(Exception, match="row numbers from"):
         parse_rows("2,9")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_shakespeare_side_by_side_runs_on_a_small_text(tmp_path, monkeypatch):
+    from benchmarks import shakespeare_char
+
+    monkeypatch.setenv("TSUITE_CACHE", str(tmp_path / "cache"))
+    words = ["to", "be", "or", "not", "that", "is", "the", "question", "ROMEO:", "JULIET:"]
+    g = torch.Generator().manual_seed(0)
+    text = "\n".join(
+        " ".join(words[i] for i in torch.randint(len(words), (8,), generator=g).tolist())
+        for _ in range(600)
+    )
+    (tmp_path / "input.txt").write_text(text)
+    out = tmp_path / "out"
+    shakespeare_char.main(
+        ["--data", str(tmp_path / "input.txt"), "--steps", "3", "--draws", "3", "--out", str(out)]
+    )
+    [written] = out.glob("shakespeare-char-*.json")
+    rows = json.loads(written.read_text())
+    assert [r["side"] for r in rows] == ["tsuite fit", "plain loop (nanoGPT's way)"]
+    for r in rows:
+        figures = [r["whole"], r["estimate_mean"], r["estimate_std"], r["seconds"]]
+        assert all(math.isfinite(f) and f > 0 for f in figures), r

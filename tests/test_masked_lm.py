@@ -132,3 +132,29 @@ def test_validation_loss_and_accuracy_repeat_exactly(tmp_path: Path):
     second = trainer.validate(model, datamodule=dm, verbose=False)[0]
     assert set(first) == {"val/loss", "val/accuracy"} and first == second
     assert 0.0 <= first["val/accuracy"] <= 1.0 and first["val/loss"] > 0
+
+
+def test_loss_on_masked_positions_equals_the_full_projection():
+    """Training projects only the masked positions onto the vocabulary; the loss, its
+    gradients and the validation accuracy must be those of projecting every position."""
+    torch.manual_seed(0)
+    task = MaskedLMModule(vocab_size=50, pad_id=0, preset="tiny", arch={"dropout": 0.0})
+    ids = torch.randint(5, 50, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    labels = ids.masked_fill(torch.rand(3, 12) > 0.3, -100).masked_fill(mask == 0, -100)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    loss_sum, count = task.loss(batch)
+    masked = torch.autograd.grad(loss_sum, list(task.parameters()), allow_unused=True)
+    hidden = task.model(ids, mask)
+    full = torch.nn.functional.cross_entropy(
+        task.model.mlm_logits(hidden).flatten(0, 1), labels.flatten(), reduction="sum"
+    )
+    reference = torch.autograd.grad(full, list(task.parameters()), allow_unused=True)
+
+    assert count == (labels != -100).sum() and torch.allclose(loss_sum, full, atol=1e-5)
+    for a, b in zip(masked, reference, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

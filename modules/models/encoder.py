@@ -63,10 +63,13 @@ class EncoderTransformer(nn.Module):
         x = self.embed(input_ids, position_ids, token_type_ids)
         return self.stack(x, attention_mask, position_ids)
 
-    def mlm_logits(self, hidden: Tensor) -> Tensor:
+    def mlm_logits(self, hidden: Tensor, chosen: Tensor | None = None) -> Tensor:
+        """Vocabulary logits (batch, seq, vocab), or (n, vocab) for only the `chosen` positions
+        (a boolean mask such as labels != -100). Training needs the masked ~15% only, and the
+        head's projection onto the vocabulary is the largest matmul of a small BERT."""
         if self.mlm_head is None:
             raise ValueError("this encoder was built with mlm_head=False")
-        return self.mlm_head(hidden)
+        return self.mlm_head(hidden if chosen is None else hidden[chosen])
 
     def pool(self, hidden: Tensor) -> Tensor:
         if self.pooler is None:

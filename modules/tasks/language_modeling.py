@@ -26,9 +26,13 @@ MASKED_LM_OPTIM = OptimizerConfig(
 
 
 def token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Summed cross-entropy over labelled positions (-100 = ignore) and their count."""
+    """Summed cross-entropy over labelled positions (-100 = ignore) and their count; logits
+    are (..., vocab) for labels of shape (...)."""
     loss_sum = F.cross_entropy(
-        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
+        logits.reshape(-1, logits.size(-1)).float(),
+        labels.reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
     )
     return loss_sum, (labels != -100).sum()
 
@@ -137,22 +141,22 @@ class MaskedLMModule(TaskModule):
     def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
         return encoder_text_batch(self, text, label=None)
 
-    def _logits(self, batch: dict[str, Tensor]) -> Tensor:
+    def _masked_logits(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Logits and labels of the masked positions only."""
         hidden = self.model(
             batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
         )
-        return self.model.mlm_logits(hidden)
+        chosen = batch["labels"] != -100
+        return self.model.mlm_logits(hidden, chosen), batch["labels"][chosen]
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return token_loss(self._logits(batch), batch["labels"])
+        return token_loss(*self._masked_logits(batch))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits = self._logits(batch)
-        labels = batch["labels"]
+        logits, labels = self._masked_logits(batch)
         loss_sum, count = token_loss(logits, labels)
         self.val_loss.update(loss_sum / count.clamp(min=1), weight=count)
-        chosen = labels != -100
-        self.accuracy.update((logits.argmax(-1)[chosen] == labels[chosen]).float())
+        self.accuracy.update((logits.argmax(-1) == labels).float())
 
     def log_validation_metrics(self, loss: Tensor) -> None:
         self.log("val/accuracy", self.accuracy.compute())
