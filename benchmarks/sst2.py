@@ -10,7 +10,7 @@ on matrices, 100 warm-up steps then linear decay to 0 (one multiplier function),
 clipping at 1.0, fp32 on CPU (bf16 autocast on a GPU), the number of steps, and the
 evaluation code. Only dropout draws differ.
 
-    python -m benchmarks.sst2                # one epoch, 1,894 steps (about 80 min on 2 CPU cores)
+    python -m benchmarks.sst2                # one epoch, 1,894 steps (about 46 min on 2 CPU cores)
     python -m benchmarks.sst2 --steps 30     # a quick check of the pipeline
 """
 
