@@ -141,7 +141,8 @@ def train_reference(
     for it in range(steps + 1):
         if it % EVAL_INTERVAL == 0:
             model.eval()
-            estimate(model, train, generator), estimate(model, val, generator)
+            for split in (train, val):  # nanoGPT's evaluation, for its cost (values unused)
+                estimate(model, split, generator)
             model.train()
         if it == steps:
             break
