@@ -29,9 +29,9 @@ QUICK_CAUSAL = [
     "options: {max_number: 3000, count: 400, held_out: 0.1}}",
     "--data.init_args.text_column=en",
     "--data.init_args.tokenizer.vocab_size=300",
-    "--data.init_args.block_size=32",
+    "--data.init_args.max_length=32",
     "--data.init_args.batch_size=8",
-    '--model.init_args.arch={"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_len": 64}',
+    '--model.init_args.arch={"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_length": 64}',
 ]
 WAIT_TARGET = 0.05  # share of step time spent waiting for data
 
@@ -51,7 +51,7 @@ def fresh_maps() -> Iterator[None]:
 def hf_tokenizer(data: Any) -> Any:
     from transformers import PreTrainedTokenizerFast
 
-    copy = Tokenizer.from_str(data.tokenizer.tokenizer.to_str())
+    copy = Tokenizer.from_str(data.codec.tokenizer.to_str())
     return PreTrainedTokenizerFast(tokenizer_object=copy)
 
 
@@ -126,7 +126,7 @@ def packing_case(config: str, overrides: list[str], repeats: int) -> dict[str, A
 
     def reference() -> None:
         with fresh_maps():
-            grouped = tokenized.map(group_texts(data.block_size), batched=True)
+            grouped = tokenized.map(group_texts(data.max_length), batched=True)
         loader = DataLoader(
             grouped, batch_size=data.batch_size, shuffle=True, collate_fn=default_data_collator
         )
@@ -134,7 +134,7 @@ def packing_case(config: str, overrides: list[str], repeats: int) -> dict[str, A
 
     times = interleaved_times({"ours": ours, "reference": reference}, repeats, warmup=0)
     return _throughput_row(
-        f"pack + 1 epoch of batches, causal LM (block {data.block_size})",
+        f"pack + 1 epoch of batches, causal LM (block {data.max_length})",
         "group_texts + default_data_collator",
         counts,
         times,

@@ -14,7 +14,7 @@ import logging  # noqa: E402
 import lightning as L  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
-from experiments.cli import LINKED, cli_settings  # noqa: E402
+from experiments.cli import cli_settings, link_data_facts  # noqa: E402
 
 # Lightning's notes on every Trainer ("GPU available", "Seed set", "max_steps reached") would
 # bury the benchmark table
@@ -24,7 +24,7 @@ for name in ("lightning.pytorch", "lightning.fabric"):
 DEFAULT = "experiments/configs/default.yaml"
 # A small form of the default experiment for --quick and the smoke test.
 QUICK_DEFAULT = [
-    '--model.init_args.arch={"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_len": 64}',
+    '--model.init_args.arch={"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_length": 64}',
     '--data.init_args.source.options={"max_number": 3000, "count": 400, "held_out": 0.1}',
     "--data.init_args.tokenizer.vocab_size=300",
     "--data.init_args.max_tokens=512",
@@ -33,8 +33,7 @@ QUICK_DEFAULT = [
 
 class _Builder(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in LINKED:
-            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        link_data_facts(parser)
 
 
 def build(

@@ -82,12 +82,8 @@ def plain_steps(
         loss = model.training_step(batch, i)
         loss.backward()
         # what the module's on_before_optimizer_step does on one device (the hook itself
-        # needs a Trainer): divide the gradients by the number of targets of the step
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        torch._foreach_mul_(grads, 1 / model._step_tokens.clamp(min=1).float())
-        model._step_tokens = model._step_finite = None
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        # needs a Trainer): gradients divided by the step's targets, clipped, checked
+        model.numerics.before_update(model.parameters(), optimizer, lambda t: t, 1, clip)
         optimizer.step()
         schedule.step()
     return starts

@@ -24,7 +24,7 @@ import torch
 CONFIG = "experiments/configs/translation/multi30k.yaml"
 REDUCED = [  # about 20 minutes per direction on 2 CPU cores
     "--trainer.max_epochs=8",
-    '--model.init_args.arch={"d_model": 256, "n_heads": 4, "d_ff": 1024, "n_layers": 3, "pre_norm": true, "dropout": 0.2, "max_len": 256}',
+    '--model.init_args.arch={"d_model": 256, "n_heads": 4, "d_ff": 1024, "n_layers": 3, "pre_norm": true, "dropout": 0.2, "max_length": 256}',
     "--model.init_args.optim.lr=0.001",
     "--model.init_args.optim.warmup_steps=500",
     "--data.init_args.tokenizer.vocab_size=8000",

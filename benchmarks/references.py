@@ -34,13 +34,15 @@ class Size:
     n_layers: int  # decoder-only and encoder-only; the encoder-decoder splits them in two
     d_ff: int
     vocab_size: int = 16384
-    max_len: int = 512
+    max_length: int = 512
 
 
 SIZES = {
     "10M": Size("10M", d_model=256, n_heads=4, n_layers=6, d_ff=1024),
     "40M": Size("40M", d_model=512, n_heads=8, n_layers=10, d_ff=2048),
-    "tiny": Size("tiny", d_model=64, n_heads=4, n_layers=2, d_ff=128, vocab_size=512, max_len=320),
+    "tiny": Size(
+        "tiny", d_model=64, n_heads=4, n_layers=2, d_ff=128, vocab_size=512, max_length=320
+    ),
 }
 
 
@@ -54,7 +56,7 @@ def hf_model(family: Family, size: Size, seed: int = 0) -> nn.Module:
     if family == "decoder":
         config = transformers.GPT2Config(
             vocab_size=s.vocab_size,
-            n_positions=s.max_len,
+            n_positions=s.max_length,
             n_embd=s.d_model,
             n_layer=s.n_layers,
             n_head=s.n_heads,
@@ -74,7 +76,7 @@ def hf_model(family: Family, size: Size, seed: int = 0) -> nn.Module:
             num_hidden_layers=s.n_layers,
             num_attention_heads=s.n_heads,
             intermediate_size=s.d_ff,
-            max_position_embeddings=s.max_len,
+            max_position_embeddings=s.max_length,
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
             pad_token_id=0,
@@ -91,7 +93,7 @@ def hf_model(family: Family, size: Size, seed: int = 0) -> nn.Module:
             decoder_attention_heads=s.n_heads,
             encoder_ffn_dim=s.d_ff,
             decoder_ffn_dim=s.d_ff,
-            max_position_embeddings=s.max_len,
+            max_position_embeddings=s.max_length,
             dropout=0.0,
             attention_dropout=0.0,
             activation_dropout=0.0,
@@ -123,7 +125,7 @@ def parameters(model: nn.Module) -> int:
 def make_batch(
     family: Family, size: Size, batch: int, length: int, seed: int = 0
 ) -> dict[str, Tensor]:
-    """A training batch in our batch contract (see DESIGN.md). Encoder inputs are padded the
+    """A training batch in our batch contract (`modules.batch`). Encoder inputs are padded the
     way per-batch padding leaves them (rows 1/8 to 3/8 shorter in turn); causal LM windows
     are packed, so never padded."""
     g = torch.Generator().manual_seed(seed)

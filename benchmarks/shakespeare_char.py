@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datamodules import CausalLMDataModule, Source, TokenizerSpec
-from experiments.checkpoints import load_task
+from modules.tasks import load_task
 
 CONFIG = Path(__file__).parents[1] / "experiments/configs/gpt/shakespeare-char-cpu.yaml"
 # nanoGPT's README command for a CPU: train_shakespeare_char.py with these overrides
@@ -193,13 +193,13 @@ def streams(data: Path) -> tuple[Tensor, Tensor, int]:
     dm = CausalLMDataModule(
         Source(kind="local", name=str(data), sample_by="document", validation_fraction=0.1),
         TokenizerSpec(kind="char"),
-        block_size=BLOCK,
+        max_length=BLOCK,
         batch_size=BATCH,
     )
     dm.prepare_data()
     dm.setup("fit")
     train, val = (torch.from_numpy(dm.streams[s].astype(np.int64)) for s in ("train", "validation"))
-    return train, val, dm.vocab_size
+    return train, val, dm.codec.vocab_size
 
 
 def score(model: nn.Module, val: Tensor, draws: int) -> dict[str, float]:

@@ -70,8 +70,7 @@ def run_ours(data: Path, steps: int, warmup: int, seed: int, device: str) -> dic
     dm = sst2_data(data, seed)
     dm.prepare_data()  # tokenise before the clock starts
     task = SequenceClassificationModule(
-        vocab_size=dm.vocab_size,
-        pad_id=dm.pad_id,
+        codec=dm.codec,
         num_classes=2,
         init_from=MINILM,
         optim=OptimizerConfig(

@@ -2,8 +2,8 @@
 
 `prepare_data` (one process per node) tokenises into a cache folder keyed by the content hash
 of the raw data, the tokenizer and the processing parameters, written atomically; `setup`
-(every process) only loads from there. Tokenizer facts (vocabulary size, special ids, file)
-are properties, so the CLI can link them into the model when it instantiates both.
+(every process) only loads from there. The `codec` (tokenizer plus the family's template) is a
+property, so the CLI can link it into the task when it instantiates both.
 """
 
 from __future__ import annotations
@@ -22,13 +22,18 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 from datamodules.cache import atomic_folder, cache_key, default_cache_dir, remove_folder
 from datamodules.samplers import ResumableBatches, ShardedSampler
 from datamodules.sources import DataError, Source, fingerprint, load_source, require_columns
-from datamodules.tokenization import TextTokenizer, TokenizerSpec, build_tokenizer
+from datamodules.tokenization import TokenizerSpec, build_tokenizer
+from modules.codec import Codec, Family
+from modules.lightning_compat import batches_done_this_epoch
 
 SPLITS = ("train", "validation", "test")
 
 
 class TextDataModule(L.LightningDataModule):
-    """Subclasses name their text columns and turn a raw split into token columns."""
+    """Subclasses name their model family and text columns and turn a raw split into token
+    columns (through the codec)."""
+
+    family: Family
 
     def __init__(
         self,
@@ -71,7 +76,7 @@ class TextDataModule(L.LightningDataModule):
             self.encode,
             batched=True,
             remove_columns=data.column_names,
-            new_fingerprint=f"{split}-{self.data_hash}-{self.tokenizer.digest}",  # not a closure hash
+            new_fingerprint=f"{split}-{self.data_hash}-{self.codec.digest}",  # not a closure hash
         )
 
     # --- raw data and tokenizer -----------------------------------------------------------
@@ -95,30 +100,11 @@ class TextDataModule(L.LightningDataModule):
                 yield from (t for t in train[start : start + 1000][column] if t)
 
     @cached_property
-    def tokenizer(self) -> TextTokenizer:
-        return build_tokenizer(
+    def codec(self) -> Codec:
+        tokenizer, source = build_tokenizer(
             self.tokenizer_spec, self.training_texts, self.data_hash, self.cache_dir
         )
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
-
-    @property
-    def pad_id(self) -> int:
-        return self.tokenizer.pad_id
-
-    @property
-    def bos_id(self) -> int:
-        return self.tokenizer.bos_id
-
-    @property
-    def eos_id(self) -> int:
-        return self.tokenizer.eos_id
-
-    @property
-    def tokenizer_path(self) -> str:
-        return self.tokenizer.source
+        return Codec(tokenizer, self.family, source)
 
     # --- tokenised cache ------------------------------------------------------------------
     @cached_property
@@ -127,7 +113,7 @@ class TextDataModule(L.LightningDataModule):
             type(self).__name__,
             self.source.describe(),
             self.data_hash,
-            self.tokenizer.digest,
+            self.codec.digest,
             self.processing(),
         )
         return self.cache_dir / "data" / key
@@ -210,7 +196,7 @@ class TextDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return 0
-        return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return batches_done_this_epoch(trainer)
 
     def collator(self, train: bool) -> Callable[[list[dict[str, Any]]], dict[str, Tensor]]:
         """Examples -> a batch dict; `train` for the training loader (random masking)."""
@@ -235,4 +221,4 @@ class TextDataModule(L.LightningDataModule):
 
     def describe(self) -> str:
         sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.raw.items())
-        return f"{self.source.describe()} ({sizes}; vocabulary {self.vocab_size:,})"
+        return f"{self.source.describe()} ({sizes}; vocabulary {self.codec.vocab_size:,})"

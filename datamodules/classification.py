@@ -12,24 +12,12 @@ from datamodules.sources import DataError, Source
 from datamodules.tokenization import TokenizerSpec
 
 
-def longest_first(first: int, second: int, room: int) -> tuple[int, int]:
-    """How many tokens each side of a pair keeps under HF tokenizers' `longest_first`
-    truncation: the longer side is cut to what the shorter leaves, or, when that is not
-    enough, both to half the room (the odd token goes to the longer side, on a tie to the
-    second)."""
-    if first + second <= room:
-        return first, second
-    short, long = sorted((first, second))
-    long = max(short, room - short)
-    if short + long > room:
-        short, long = room // 2, room // 2 + room % 2
-    return (long, short) if first > second else (short, long)
-
-
 class ClassificationDataModule(TextDataModule):
     """`text_column` (and optional `pair_column`) with integer labels in [0, num_classes);
     inputs are [CLS] text [SEP] (pair [SEP]), truncated to `max_length`. Splits whose labels
     are all -1 (hidden test labels, as in GLUE) are kept for prediction only."""
+
+    family = "encoder"
 
     def __init__(
         self,
@@ -72,19 +60,14 @@ class ClassificationDataModule(TextDataModule):
         return super().tokenize(split, data)
 
     def encode(self, batch: dict[str, list]) -> dict[str, list]:
-        bos, eos, limit = self.tokenizer.bos_id, self.tokenizer.eos_id, self.max_length
-        first = self.tokenizer.encode_batch(batch[self.text_column])
+        codec, room = self.codec, self.codec.room(self.max_length)
+        first = codec.pieces(batch[self.text_column])
         out: dict[str, list] = {"label": batch[self.label_column]}
         if self.pair_column is None:
-            out["input_ids"] = [[bos, *ids[: limit - 2], eos] for ids in first]
+            out["input_ids"] = [codec.frame(ids[:room]) for ids in first]
             return out
-        second = self.tokenizer.encode_batch(batch[self.pair_column])
-        out["input_ids"], out["token_type_ids"] = [], []
-        for a, b in zip(first, second, strict=True):
-            keep_a, keep_b = longest_first(len(a), len(b), limit - 3)
-            a, b = a[:keep_a], b[:keep_b]
-            out["input_ids"].append([bos, *a, eos, *b, eos])
-            out["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+        second = codec.pieces(batch[self.pair_column])
+        out["input_ids"], out["token_type_ids"] = codec.encode_pairs(first, second, self.max_length)
         return out
 
     def _check_rows(self, split: str, data: Dataset) -> None:
@@ -105,4 +88,4 @@ class ClassificationDataModule(TextDataModule):
                 )
 
     def collator(self, train: bool = False) -> ClassificationCollator:
-        return ClassificationCollator(self.pad_id)
+        return ClassificationCollator(self.codec)

@@ -1,4 +1,5 @@
-"""Turn lists of token ids into the batch dicts of the batch contract (see DESIGN.md)."""
+"""Examples (token ids) -> the batches of the batch contract (`modules.batch`), padded and
+framed by the codec."""
 
 from __future__ import annotations
 
@@ -9,54 +10,43 @@ from typing import Any
 import torch
 from torch import Tensor
 
-IGNORE = -100
-
-
-def pad(sequences: list[list[int]], value: int) -> Tensor:
-    longest = max(len(s) for s in sequences)
-    # one tensor from padded lists: a tensor per row made collation ~6x slower
-    rows = [[*s, *[value] * (longest - len(s))] for s in sequences]
-    return torch.tensor(rows, dtype=torch.long)
-
-
-def attention_mask(sequences: list[list[int]]) -> Tensor:
-    longest = max(len(s) for s in sequences)
-    return torch.tensor([[1] * len(s) + [0] * (longest - len(s)) for s in sequences])
+from modules.batch import ClassificationBatch, MaskedLMBatch, QuestionAnsweringBatch, Seq2SeqBatch
+from modules.codec import IGNORE, Codec, pad_rows
 
 
 @dataclass
-class TranslationCollator:
+class Seq2SeqCollator:
     """source ids -> input_ids/attention_mask; target ids -> decoder_input_ids ([bos] + target)
     and labels (target + [eos], -100 on padding)."""
 
-    pad_id: int
-    bos_id: int
-    eos_id: int
+    codec: Codec
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Tensor]:
-        sources = [e["source_ids"] for e in examples]
-        targets = [e["target_ids"] for e in examples]
+    def __call__(self, examples: list[dict[str, Any]]) -> Seq2SeqBatch:
+        input_ids, mask = self.codec.pad([e["source_ids"] for e in examples])
+        decoder_inputs, labels = zip(
+            *(self.codec.target(e["target_ids"]) for e in examples), strict=True
+        )
         return {
-            "input_ids": pad(sources, self.pad_id),
-            "attention_mask": attention_mask(sources),
-            "decoder_input_ids": pad([[self.bos_id, *t] for t in targets], self.pad_id),
-            "labels": pad([[*t, self.eos_id] for t in targets], IGNORE),
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "decoder_input_ids": pad_rows(list(decoder_inputs), self.codec.pad_id),
+            "labels": pad_rows(list(labels), IGNORE),
         }
 
 
 @dataclass
 class ClassificationCollator:
-    pad_id: int
+    codec: Codec
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Tensor]:
-        ids = [e["input_ids"] for e in examples]
-        batch = {
-            "input_ids": pad(ids, self.pad_id),
-            "attention_mask": attention_mask(ids),
+    def __call__(self, examples: list[dict[str, Any]]) -> ClassificationBatch:
+        input_ids, mask = self.codec.pad([e["input_ids"] for e in examples])
+        batch: ClassificationBatch = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
             "labels": torch.tensor([e["label"] for e in examples]),
         }
         if "token_type_ids" in examples[0]:
-            batch["token_type_ids"] = pad([e["token_type_ids"] for e in examples], 0)
+            batch["token_type_ids"] = pad_rows([e["token_type_ids"] for e in examples], 0)
         return batch
 
 
@@ -79,25 +69,28 @@ class MaskedLMCollator:
     Examples that carry `word_starts` (1 where a word begins) are masked by whole words: a
     word is chosen with `probability` and all its pieces are chosen with it."""
 
-    pad_id: int
-    mask_id: int
-    vocab_size: int
-    special_ids: tuple[int, ...]
+    codec: Codec
     probability: float = 0.15
     fixed_seed: int | None = None
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Tensor]:
-        ids = [e["input_ids"] for e in examples]
-        input_ids = pad(ids, self.pad_id)
-        mask = attention_mask(ids)
+    def __post_init__(self) -> None:
+        if self.codec.mask_id is None:
+            raise ValueError(
+                f"tokenizer {self.codec.source} has no mask token ([MASK] or <mask>) for masked LM"
+            )
+        self.mask_id: int = self.codec.mask_id
+        self.special_ids = torch.tensor(self.codec.special_ids)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> MaskedLMBatch:
+        input_ids, mask = self.codec.pad([e["input_ids"] for e in examples])
         generator = None
         if self.fixed_seed is not None:
             seed = zlib.crc32(input_ids.numpy().tobytes(), self.fixed_seed & 0xFFFFFFFF)
             generator = torch.Generator().manual_seed(seed)
-        special = torch.isin(input_ids, torch.tensor(self.special_ids)) | (mask == 0)
+        special = torch.isin(input_ids, self.special_ids) | (mask == 0)
         draw = torch.rand(input_ids.shape, generator=generator)
         if "word_starts" in examples[0]:
-            starts = pad([e["word_starts"] for e in examples], 1)
+            starts = pad_rows([e["word_starts"] for e in examples], 1)
             draw = draw.gather(1, word_start_positions(starts))  # one draw per word
         chosen = (draw < self.probability) & ~special
         labels = input_ids.masked_fill(~chosen, IGNORE)
@@ -105,33 +98,32 @@ class MaskedLMCollator:
         masked = chosen & (roll < 0.8)
         randomised = chosen & (roll >= 0.8) & (roll < 0.9)
         input_ids = input_ids.masked_fill(masked, self.mask_id)
-        random_ids = torch.randint(self.vocab_size, input_ids.shape, generator=generator)
+        random_ids = torch.randint(self.codec.vocab_size, input_ids.shape, generator=generator)
         input_ids = torch.where(randomised, random_ids, input_ids)
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
 @dataclass
 class QuestionAnsweringCollator:
-    """Features [CLS] question [SEP] context window [SEP] -> input_ids, attention_mask,
-    token_type_ids, start_positions, end_positions (0 = [CLS]: the answer is not in this
-    window). With `keep_text` (evaluation) also what reading an answer back needs:
-    offset_mapping (the character span of each context token in its context, -1 for other
-    tokens), example_id, and the context and reference answers as strings."""
+    """Features [CLS] question [SEP] context window [SEP] -> the question-answering batch;
+    with `keep_text` (evaluation) also what reading an answer back needs: offset_mapping
+    (the character span of each context token in its context, -1 for other tokens),
+    example_id, and the context and reference answers as strings."""
 
-    pad_id: int
+    codec: Codec
     keep_text: bool = False
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        ids = [e["input_ids"] for e in examples]
-        batch: dict[str, Any] = {
-            "input_ids": pad(ids, self.pad_id),
-            "attention_mask": attention_mask(ids),
-            "token_type_ids": pad([e["token_type_ids"] for e in examples], 0),
+    def __call__(self, examples: list[dict[str, Any]]) -> QuestionAnsweringBatch:
+        input_ids, mask = self.codec.pad([e["input_ids"] for e in examples])
+        batch: QuestionAnsweringBatch = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "token_type_ids": pad_rows([e["token_type_ids"] for e in examples], 0),
             "start_positions": torch.tensor([e["start_position"] for e in examples]),
             "end_positions": torch.tensor([e["end_position"] for e in examples]),
         }
         if self.keep_text:
-            offsets = torch.full((*batch["input_ids"].shape, 2), -1, dtype=torch.long)
+            offsets = torch.full((*input_ids.shape, 2), -1, dtype=torch.long)
             for row, e in enumerate(examples):
                 offsets[row, : len(e["offsets"])] = torch.tensor(e["offsets"], dtype=torch.long)
             batch["offset_mapping"] = offsets

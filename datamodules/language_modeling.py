@@ -42,14 +42,16 @@ def token_stream(data: Dataset) -> np.ndarray:
 
 
 class CausalLMDataModule(TextDataModule):
-    """Documents, each ended by an end-of-text token, joined into one stream, cut into `block_size`
-    windows; the training windows move by a random shift every epoch."""
+    """Documents, each ended by an end-of-text token, joined into one stream, cut into
+    `max_length` windows; the training windows move by a random shift every epoch."""
+
+    family = "decoder"
 
     def __init__(
         self,
         source: Source,
         tokenizer: TokenizerSpec,
-        block_size: int = 256,
+        max_length: int = 256,
         batch_size: int = 32,
         text_column: str = "text",
         num_workers: int = 0,
@@ -57,24 +59,23 @@ class CausalLMDataModule(TextDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__(source, tokenizer, batch_size, num_workers, seed, cache_dir)
-        self.block_size, self.text_column = block_size, text_column
+        self.max_length, self.text_column = max_length, text_column
         self.streams: dict[str, np.ndarray] = {}
 
     def text_columns(self) -> list[str]:
         return [self.text_column]
 
     def encode(self, batch: dict[str, list]) -> dict[str, list]:
-        eos = self.tokenizer.eos_id
-        ids = self.tokenizer.encode_batch(batch[self.text_column])
-        return {"ids": [np.asarray([*i, eos], np.int32) for i in ids]}
+        documents = self.codec.pieces(batch[self.text_column])
+        return {"ids": [np.asarray(self.codec.document(i), np.int32) for i in documents]}
 
     def on_loaded(self) -> None:
         for split, data in self.splits.items():
             self.streams[split] = token_stream(data)
-            if len(self.streams[split]) <= self.block_size:
+            if len(self.streams[split]) <= self.max_length:
                 raise DataError(
                     f"split {split!r} of {self.source.describe()} has {len(self.streams[split])} "
-                    f"tokens, fewer than one window of data.block_size={self.block_size} + 1"
+                    f"tokens, fewer than one window of data.max_length={self.max_length} + 1"
                 )
 
     def make_loader(self, split: str, train: bool) -> DataLoader:
@@ -84,7 +85,7 @@ class CausalLMDataModule(TextDataModule):
         rank, world_size, _ = self.world
         sampler = WindowSampler(
             len(stream),
-            self.block_size,
+            self.max_length,
             shuffle=train,
             seed=self.seed,
             rank=rank,
@@ -92,13 +93,11 @@ class CausalLMDataModule(TextDataModule):
             even=train,
         )
         batches = BatchSampler(sampler, self.per_device_batch_size(), drop_last=train)
-        return self.loader(TokenWindows(stream, self.block_size), batches, train)
+        return self.loader(TokenWindows(stream, self.max_length), batches, train)
 
     def describe(self) -> str:
         tokens = ", ".join(f"{k} {len(v):,} tokens" for k, v in self.streams.items())
-        return (
-            f"{self.source.describe()} ({tokens or 'not loaded'}; vocabulary {self.vocab_size:,})"
-        )
+        return f"{self.source.describe()} ({tokens or 'not loaded'}; vocabulary {self.codec.vocab_size:,})"
 
 
 def word_starts(encoding: Encoding) -> list[int]:
@@ -136,6 +135,8 @@ class MaskedLMDataModule(TextDataModule):
     accuracy compare between evaluations. whole_word_masking: all pieces of a word are masked
     together."""
 
+    family = "encoder"
+
     def __init__(
         self,
         source: Source,
@@ -168,10 +169,11 @@ class MaskedLMDataModule(TextDataModule):
         }
 
     def encode(self, batch: dict[str, list]) -> dict[str, list]:
-        bos, eos, size = self.tokenizer.bos_id, self.tokenizer.eos_id, self.max_length - 2
+        codec = self.codec
+        bos, eos, size = codec.bos_id, codec.eos_id, codec.room(self.max_length)
         # pieces of at most max_length - 2 tokens, each ended by [SEP]
         pieces: list[tuple[list[int], list[int]]] = []
-        for encoding in self.tokenizer.encodings(batch[self.text_column]):
+        for encoding in codec.encodings(batch[self.text_column]):
             ids, starts = encoding.ids, word_starts(encoding)
             for i in range(0, len(ids), size):
                 pieces.append(([*ids[i : i + size], eos], [1, *starts[i + 1 : i + size], 1]))
@@ -185,13 +187,6 @@ class MaskedLMDataModule(TextDataModule):
         return out
 
     def collator(self, train: bool) -> MaskedLMCollator:
-        if self.tokenizer.mask_id is None:
-            raise DataError(f"tokenizer {self.tokenizer.source} has no mask token for MLM")
         return MaskedLMCollator(
-            self.pad_id,
-            self.tokenizer.mask_id,
-            self.vocab_size,
-            tuple(self.tokenizer.special_ids),
-            self.mask_probability,
-            fixed_seed=None if train else self.seed,
+            self.codec, self.mask_probability, fixed_seed=None if train else self.seed
         )

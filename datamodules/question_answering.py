@@ -47,6 +47,8 @@ class QuestionAnsweringDataModule(TextDataModule):
     features also keep the offsets, the context and the answers, so the task can read the
     predicted span back out of the context and score it."""
 
+    family = "encoder"
+
     def __init__(
         self,
         source: Source,
@@ -98,9 +100,9 @@ class QuestionAnsweringDataModule(TextDataModule):
         return super().tokenize(split, data.add_column("example_id", list(range(len(data)))))
 
     def encode(self, batch: dict[str, list]) -> dict[str, list]:
-        bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
-        questions = self.tokenizer.encodings(batch[self.question_column])
-        contexts = self.tokenizer.encodings(batch[self.context_column])
+        codec = self.codec
+        questions = codec.encodings(batch[self.question_column])
+        contexts = codec.encodings(batch[self.context_column])
         out: dict[str, list] = {
             key: []
             for key in (
@@ -132,7 +134,7 @@ class QuestionAnsweringDataModule(TextDataModule):
                 if answers["text"]:
                     start = answers["answer_start"][0]
                     span = token_span(offsets, start, start + len(answers["text"][0]))
-                out["input_ids"].append([bos, *q, eos, *ids, eos])
+                out["input_ids"].append(codec.frame(q, ids))
                 out["token_type_ids"].append([0] * shift + [1] * (len(ids) + 1))
                 out["start_position"].append(span[0] + shift if span else 0)
                 out["end_position"].append(span[1] + shift if span else 0)
@@ -173,12 +175,12 @@ class QuestionAnsweringDataModule(TextDataModule):
                     )
 
     def collator(self, train: bool = False) -> QuestionAnsweringCollator:
-        return QuestionAnsweringCollator(self.pad_id, keep_text=not train)
+        return QuestionAnsweringCollator(self.codec, keep_text=not train)
 
     def describe(self) -> str:
         sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.raw.items())
         features = ", ".join(f"{k} {len(v):,}" for k, v in self.splits.items())
         return (
             f"{self.source.describe()} (questions: {sizes}; features: {features or 'not loaded'}; "
-            f"vocabulary {self.vocab_size:,})"
+            f"vocabulary {self.codec.vocab_size:,})"
         )

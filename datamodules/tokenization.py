@@ -2,14 +2,12 @@
 shared vocabulary), WordPiece (BERT) and characters (nanoGPT). Trained on the training split
 and cached by content hash, or loaded from a `tokenizer.json`.
 
-Special tokens are added by the data modules, never by the tokenizer's own post-processor, so
-every kind behaves the same: `encode` gives the plain pieces of the text.
+Special tokens are added by the family's template (`modules.codec.Codec`), never by the
+tokenizer's own post-processor, so every kind behaves the same.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -17,7 +15,6 @@ from pathlib import Path
 from typing import Literal
 
 from tokenizers import (
-    Encoding,
     Regex,
     Tokenizer,
     decoders,
@@ -28,16 +25,8 @@ from tokenizers import (
 )
 
 from datamodules.cache import atomic_folder, cache_key, remove_folder
+from modules.interop import resolve_model_path
 
-ROLES = ("pad", "bos", "eos", "mask", "unk")
-# Token strings each role may have, in the conventions of our kinds, BERT and GPT-2.
-ROLE_TOKENS = {
-    "pad": ("<pad>", "[PAD]", "<|endoftext|>"),
-    "bos": ("<s>", "[CLS]", "<|endoftext|>"),
-    "eos": ("</s>", "[SEP]", "<|endoftext|>"),
-    "mask": ("<mask>", "[MASK]"),
-    "unk": ("<unk>", "[UNK]"),
-}
 SPECIALS = {
     "bpe": ["<pad>", "<s>", "</s>", "<mask>"],  # bytes need no unknown token
     "char": ["<pad>", "<s>", "</s>", "<mask>", "<unk>"],
@@ -59,66 +48,19 @@ class TokenizerSpec:
     max_training_texts: int | None = None  # train on the first N texts of a large corpus
 
 
-class TextTokenizer:
-    """A `tokenizers.Tokenizer` with named special-token ids."""
-
-    def __init__(self, tokenizer: Tokenizer, source: str) -> None:
-        self.tokenizer = tokenizer
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-        vocab = tokenizer.get_vocab()
-        ids: dict[str, int | None] = {}
-        for role in ROLES:
-            ids[role] = next((vocab[t] for t in ROLE_TOKENS[role] if t in vocab), None)
-        missing = [r for r in ("pad", "bos", "eos") if ids[r] is None]
-        if missing:
-            raise ValueError(
-                f"tokenizer {source} has no {missing} token; expected one of "
-                f"{[ROLE_TOKENS[r] for r in missing]}"
-            )
-        self.pad_id: int = ids["pad"]  # type: ignore[assignment]
-        self.bos_id: int = ids["bos"]  # type: ignore[assignment]
-        self.eos_id: int = ids["eos"]  # type: ignore[assignment]
-        self.mask_id, self.unk_id = ids["mask"], ids["unk"]
-        self.special_ids = sorted({i for i in ids.values() if i is not None})
-        self.source = source
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()[:16]
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.encodings(texts)]
-
-    def encodings(self, texts: list[str]) -> list[Encoding]:
-        """Full encodings without special tokens: ids, character offsets into each text
-        (`offsets`) and the word each piece belongs to (`word_ids`)."""
-        return self.tokenizer.encode_batch(texts, add_special_tokens=False)
-
-    def decode_batch(self, ids: list[list[int]]) -> list[str]:
-        return self.tokenizer.decode_batch(ids, skip_special_tokens=True)
-
-    def save(self, path: Path) -> None:
-        self.tokenizer.save(str(path))
-
-
 def resolve_tokenizer_path(path: str) -> Path:
     if path.startswith("package:"):
-        module = importlib.import_module(path.removeprefix("package:"))
-        return Path(module.get_model_path()) / "tokenizer.json"
+        return resolve_model_path(path) / "tokenizer.json"
     return Path(path).expanduser()
 
 
-def load_tokenizer(path: str | Path) -> TextTokenizer:
+def load_tokenizer(path: str | Path) -> tuple[Tokenizer, str]:
+    """The tokenizer of a tokenizer.json (or `package:MODULE`) and the file it came from."""
     file = resolve_tokenizer_path(str(path))
     if not file.is_file():
         raise FileNotFoundError(f"tokenizer file {file} does not exist (data.tokenizer.path)")
     try:
-        return TextTokenizer(Tokenizer.from_file(str(file)), str(file))
+        return Tokenizer.from_file(str(file)), str(file)
     except Exception as error:
         raise ValueError(f"cannot load tokenizer {file}: {error}") from error
 
@@ -154,7 +96,7 @@ def train_tokenizer(spec: TokenizerSpec, texts: Iterator[str]) -> Tokenizer:
 
 def build_tokenizer(
     spec: TokenizerSpec, texts: Callable[[], Iterator[str]], data_hash: str, cache_dir: Path
-) -> TextTokenizer:
+) -> tuple[Tokenizer, str]:
     """Load `spec.path`, or the cached tokenizer trained on the same data with the same spec,
     or train one and cache it. A damaged cached file is rebuilt with a warning."""
     if spec.path:
@@ -163,7 +105,7 @@ def build_tokenizer(
     file = folder / "tokenizer.json"
     if folder.exists():
         try:
-            return TextTokenizer(Tokenizer.from_file(str(file)), str(file))
+            return Tokenizer.from_file(str(file)), str(file)
         except Exception as error:
             warnings.warn(
                 f"cached tokenizer {file} is unreadable ({error}); rebuilding it", stacklevel=2
@@ -171,4 +113,4 @@ def build_tokenizer(
             remove_folder(folder)
     with atomic_folder(folder) as tmp:
         train_tokenizer(spec, texts()).save(str(tmp / "tokenizer.json"))
-    return TextTokenizer(Tokenizer.from_file(str(file)), str(file))
+    return Tokenizer.from_file(str(file)), str(file)

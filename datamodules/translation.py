@@ -8,7 +8,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from datamodules.base import TextDataModule
-from datamodules.collators import TranslationCollator
+from datamodules.collators import Seq2SeqCollator
 from datamodules.samplers import TokenBudgetBatchSampler
 from datamodules.sources import Source
 from datamodules.tokenization import TokenizerSpec
@@ -19,6 +19,8 @@ class TranslationDataModule(TextDataModule):
     flattened to the same). Batches hold up to `max_tokens` padded tokens in all (global:
     divided over devices and accumulation steps); training pairs longer than `max_length`
     tokens on either side are dropped, evaluation pairs are all kept."""
+
+    family = "encoder-decoder"
 
     def __init__(
         self,
@@ -47,8 +49,8 @@ class TranslationDataModule(TextDataModule):
 
     def encode(self, batch: dict[str, list]) -> dict[str, list]:
         return {
-            "source_ids": self.tokenizer.encode_batch(batch[self.source_lang]),
-            "target_ids": self.tokenizer.encode_batch(batch[self.target_lang]),
+            "source_ids": self.codec.pieces(batch[self.source_lang]),
+            "target_ids": self.codec.pieces(batch[self.target_lang]),
         }
 
     def tokenize(self, split: str, data: Dataset) -> Dataset:
@@ -60,8 +62,8 @@ class TranslationDataModule(TextDataModule):
             lambda e: 0 < len(e["source_ids"]) <= limit and 0 < len(e["target_ids"]) < limit
         )
 
-    def collator(self, train: bool = False) -> TranslationCollator:
-        return TranslationCollator(self.pad_id, self.bos_id, self.eos_id)
+    def collator(self, train: bool = False) -> Seq2SeqCollator:
+        return Seq2SeqCollator(self.codec)
 
     def batch_budget(self) -> int:
         _, world_size, accumulation = self.world

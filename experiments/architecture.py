@@ -6,8 +6,6 @@ Printed as text and written as a PNG."""
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,9 @@ from modules.tasks import (
     QuestionAnsweringModule,
     SequenceClassificationModule,
     TaskModule,
+    load_task,
 )
+from modules.tasks.checkpoints import import_task
 
 POSITIONS = {"Embedding": "learned positions", "SinusoidalPositions": "sinusoidal positions"}
 
@@ -97,7 +97,7 @@ def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
 
     hooks = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in model.named_modules()]
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        task.loss(batch)
+        task.step(batch)
     for handle in hooks:
         handle.remove()
     flops = {
@@ -190,8 +190,8 @@ def _attention_flops(module: MultiHeadAttention, call: dict[str, Any], queries: 
     if len(queries) != 3:
         return 0
     batch, lq = queries[0], queries[1]
-    context = call.get("context")
-    lk = context.size(1) if isinstance(context, Tensor) else lq
+    memory = call.get("memory")
+    lk = memory.size(1) if isinstance(memory, Tensor) else lq
     return 2 * batch * module.n_heads * lq * lk * (module.key_dim + module.value_dim)
 
 
@@ -240,25 +240,17 @@ def render_png(text: str, path: Path) -> None:
 
 
 def load_from_config(path: Path, vocab_size: int | None) -> TaskModule:
-    """The config's model, with placeholder tokenizer facts (no data is loaded)."""
-    config = yaml.safe_load(path.read_text())
-    model = config["model"]
-    module_name, _, class_name = model["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    """The config's model, with the preset's vocabulary size unless `vocab_size` is given (no
+    data is loaded)."""
+    model = yaml.safe_load(path.read_text())["model"]
+    cls = import_task(model["class_path"])
     args = dict(model.get("init_args") or {})
-    preset = args.get("preset", inspect.signature(cls).parameters["preset"].default)
-    vocab = vocab_size or cls.config_class.from_preset(preset).vocab_size
-    linked = {"vocab_size": vocab, "pad_id": 0, "bos_id": 1, "eos_id": 2, "num_classes": 2}
-    accepted = inspect.signature(cls).parameters
-    for key, value in linked.items():
-        if key in accepted:
-            args.setdefault(key, value)
+    if vocab_size and not args.get("init_from"):
+        args["arch"] = {**(args.get("arch") or {}), "vocab_size": vocab_size}
     return cls(**args).eval()
 
 
 def main(argv: list[str]) -> None:
-    from experiments.checkpoints import load_task
-
     p = argparse.ArgumentParser(prog="tsuite inspect", description=__doc__)
     p.add_argument("source", type=Path, help="an experiment config (.yaml) or a checkpoint (.ckpt)")
     p.add_argument("--batch", type=int, default=2)
@@ -278,7 +270,7 @@ def main(argv: list[str]) -> None:
         else load_from_config(args.source, args.vocab_size)
     )
     torch.manual_seed(0)
-    batch = sample_batch(task, args.batch, min(args.length, task.model.cfg.max_len))
+    batch = sample_batch(task, args.batch, min(args.length, task.model.cfg.max_length))
     parts = architecture(task, batch)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items() if k != "labels")
     title = f"{type(task.model).__name__} ({type(task).__name__}) for a sample batch: {shapes}"

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from modules.attention import recorded_attention
-from modules.tasks import TaskModule
+from modules.tasks import TaskModule, load_task
 
 KINDS = {"self_attn": "self-attention", "cross_attn": "cross-attention"}
 
@@ -38,7 +38,7 @@ def attention_maps(
     was_training = task.training
     task.eval()
     with torch.no_grad(), recorded_attention(task.model) as weights:
-        task.loss(batch)
+        task.step(batch)
     task.train(was_training)
     maps = {}
     for name, w in weights.items():
@@ -53,11 +53,9 @@ def attention_maps(
 
 
 def _pieces(task: TaskModule, ids: list[int]) -> list[str]:
-    if task.tokenizer is None:
+    if task.codec is None:
         return [str(i) for i in ids]
-    return [
-        task.tokenizer.decode([i], skip_special_tokens=False).replace("\n", "⏎") or "·" for i in ids
-    ]
+    return [piece.replace("\n", "⏎") or "·" for piece in task.codec.piece_texts(ids)]
 
 
 def title(name: str) -> str:
@@ -140,8 +138,6 @@ class AttentionMaps(Callback):
 
 
 def main(argv: list[str]) -> None:
-    from experiments.checkpoints import load_task
-
     p = argparse.ArgumentParser(prog="tsuite attention", description=__doc__)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("text", help="the input (translation: the source sentence)")

@@ -18,9 +18,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from experiments.csv_logger import RunCSVLogger
 from experiments.flops import dense_peak, flops_per_token, matmul_weights
+from modules.tasks import TaskModule, metric_goal
 
 TOKEN_KEYS = ("input_ids", "decoder_input_ids")
-HIGHER_IS_BETTER = ("bleu", "chrf", "accuracy", "exact_match")
 
 
 class Throughput(Callback):
@@ -174,11 +174,8 @@ class RunReport(Callback):
             flush=True,
         )
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                for name in ("val/loss", "val/ppl"):
-                    logger.experiment.define_metric(name, summary="min")
-                for name in ("val/bleu", "val/chrf", "val/accuracy", "val/exact_match"):
-                    logger.experiment.define_metric(name, summary="max")
+            if isinstance(logger, WandbLogger) and isinstance(pl_module, TaskModule):
+                define_wandb_metrics(logger.experiment, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -196,12 +193,11 @@ class RunReport(Callback):
     def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         best: dict[str, float] = {}
         final = self.history[-1] if self.history else {}
-        for name in final:
-            if name == "step":
-                continue
+        goals = {name: metric_goal(type(pl_module), name) for name in final if name != "step"}
+        for name, goal in goals.items():
             values = [h[name] for h in self.history if name in h and not math.isnan(h[name])]
             if values:
-                best[name] = max(values) if name.endswith(HIGHER_IS_BETTER) else min(values)
+                best[name] = max(values) if goal == "max" else min(values)
         checkpoint = trainer.checkpoint_callback
         return {
             "experiment": self.experiment,
@@ -250,6 +246,12 @@ class RunReport(Callback):
                     f"  W&B was offline; upload with: wandb sync {Path(logger.experiment.dir).parent}"
                 )
         return "\n".join(lines)
+
+
+def define_wandb_metrics(run: Any, task: TaskModule) -> None:
+    """Each validation metric's summary in W&B is its best: the minimum or the maximum."""
+    for name, goal in task.metric_goals.items():
+        run.define_metric(f"val/{name}", summary=goal)
 
 
 def _short(text: str, limit: int = 120) -> str:

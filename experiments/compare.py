@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from experiments.user_files import load_yaml, read_text
+from modules.tasks import metric_goal
+from modules.tasks.checkpoints import import_task
 
-HIGHER_IS_BETTER = ("bleu", "chrf", "accuracy", "exact_match")
 # Keys that differ between any two runs without being a variant of the experiment.
 NOT_A_VARIANT = (
     "runs_dir",
@@ -47,7 +48,8 @@ class Run:
         values = [v for _, v in self.history.get(metric, []) if not math.isnan(v)]
         if not values:
             return None
-        return max(values) if metric.endswith(HIGHER_IS_BETTER) else min(values)
+        goal = metric_goal(import_task(self.config["model.class_path"]), metric)
+        return max(values) if goal == "max" else min(values)
 
     def final(self, metric: str) -> float | None:
         values = self.history.get(metric, [])

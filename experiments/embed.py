@@ -22,46 +22,44 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.collators import attention_mask, pad
-from datamodules.tokenization import TextTokenizer, load_tokenizer
-from experiments.user_files import read_text
+from datamodules.tokenization import load_tokenizer
+from experiments.user_files import checkpoint_file, read_text
+from modules.codec import Codec
 from modules.interop import from_hf, resolve_model_path
 from modules.models import EncoderTransformer, mean_pooled
+from modules.tasks import load_task
 
 
-def load_pretrained(spec: str) -> tuple[EncoderTransformer, TextTokenizer, int]:
+def load_pretrained(spec: str) -> tuple[EncoderTransformer, Codec, int]:
     """Encoder, tokenizer and the longest input (sentence_bert_config.json's max_seq_length
     where the folder has one, else the model's) of pretrained weights."""
     folder = resolve_model_path(spec)
     model = from_hf(spec)
     if not isinstance(model, EncoderTransformer):
         raise ValueError(f"{spec} holds a {type(model).__name__}, not a BERT-style encoder")
-    tokenizer = load_tokenizer(folder / "tokenizer.json")
+    tokenizer, source = load_tokenizer(folder / "tokenizer.json")
+    codec = Codec(tokenizer, "encoder", source)
     settings = folder / "sentence_bert_config.json"
-    max_length = model.cfg.max_len
+    max_length = model.cfg.max_length
     if settings.is_file():
         max_length = json.loads(settings.read_text()).get("max_seq_length", max_length)
-    return model, tokenizer, max_length
+    return model, codec, max_length
 
 
-def load_checkpoint(checkpoint: Path) -> tuple[EncoderTransformer, TextTokenizer, int]:
-    from experiments.checkpoints import load_task
-
+def load_checkpoint(checkpoint: Path) -> tuple[EncoderTransformer, Codec, int]:
     task = load_task(checkpoint)
     if not isinstance(task.model, EncoderTransformer):
         raise ValueError(
             f"{checkpoint} holds a {type(task.model).__name__}; embeddings need an encoder "
             "(a masked-LM, classification or question-answering checkpoint)"
         )
-    if task.tokenizer is None:
-        raise ValueError(f"{checkpoint} carries no tokenizer to encode the texts with")
-    return task.model, TextTokenizer(task.tokenizer, str(checkpoint)), task.model.cfg.max_len
+    return task.model, task.require_codec(), task.model.cfg.max_length
 
 
 @torch.inference_mode()
 def embed_texts(
     model: EncoderTransformer,
-    tokenizer: TextTokenizer,
+    codec: Codec,
     texts: list[str],
     max_length: int,
     batch_size: int = 64,
@@ -70,15 +68,13 @@ def embed_texts(
     [CLS] and [SEP], and batched by length (the result keeps the input order)."""
     model.eval()
     device = next(model.parameters()).device
-    bos, eos = tokenizer.bos_id, tokenizer.eos_id
-    rows = [[bos, *ids[: max_length - 2], eos] for ids in tokenizer.encode_batch(texts)]
+    rows = [codec.frame(ids[: codec.room(max_length)]) for ids in codec.pieces(texts)]
     out = np.zeros((len(rows), model.cfg.d_model), dtype=np.float32)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     for begin in range(0, len(order), batch_size):
         chunk = order[begin : begin + batch_size]
-        batch = [rows[i] for i in chunk]
-        ids = pad(batch, tokenizer.pad_id).to(device)
-        mask = attention_mask(batch).to(device)
+        ids, mask = codec.pad([rows[i] for i in chunk])
+        ids, mask = ids.to(device), mask.to(device)
         out[chunk] = mean_pooled(model(ids, mask).float(), mask).cpu().numpy()
     return out
 
@@ -101,7 +97,7 @@ def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(
         prog="tsuite embed", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("checkpoint", type=Path, nargs="?", help="a .ckpt of an encoder task")
+    p.add_argument("checkpoint", type=checkpoint_file, nargs="?", help="a .ckpt of an encoder task")
     p.add_argument(
         "--pretrained", help="instead of a checkpoint: a saved HF BERT folder or package:MODULE"
     )
@@ -115,10 +111,10 @@ def main(argv: list[str]) -> None:
         raise ValueError("give either a checkpoint or --pretrained (a HF folder or package:MODULE)")
     text = read_text(args.input) if args.input else None  # a bad file fails before loading
     if args.pretrained:
-        model, tokenizer, max_length = load_pretrained(args.pretrained)
+        model, codec, max_length = load_pretrained(args.pretrained)
     else:
-        model, tokenizer, max_length = load_checkpoint(args.checkpoint)
-    max_length = min(args.max_length or max_length, model.cfg.max_len)
+        model, codec, max_length = load_checkpoint(args.checkpoint)
+    max_length = min(args.max_length or max_length, model.cfg.max_length)
     if max_length < 3:
         raise ValueError(
             f"--max_length {max_length} leaves no room for text between [CLS] and [SEP]"
@@ -128,5 +124,5 @@ def main(argv: list[str]) -> None:
     if not text.strip("\n"):
         raise ValueError("no input text: give one text a line (--input FILE or stdin)")
     texts = text.rstrip("\n").split("\n")
-    vectors = embed_texts(model.to(args.device), tokenizer, texts, max_length, args.batch_size)
+    vectors = embed_texts(model.to(args.device), codec, texts, max_length, args.batch_size)
     write(texts, vectors, args.output)

@@ -20,51 +20,10 @@ from pathlib import Path
 
 import torch
 
-from experiments.checkpoints import load_task
-from experiments.runs import wandb_has_credentials, wandb_run_id
-from experiments.user_files import read_lines
-from modules.generation import beam_search, greedy_translate, until_eos
-from modules.tasks import TranslationModule
-
-
-def translate_lines(
-    task: TranslationModule, lines: list[str], beam: int, alpha: float, batch_size: int = 64
-) -> list[str]:
-    if task.tokenizer is None:
-        raise ValueError("the checkpoint carries no tokenizer")
-    encoded = [task.encode(line) if line.strip() else [] for line in lines]
-    longest = task.model.cfg.max_len
-    for number, ids in enumerate(encoded, start=1):
-        if len(ids) > longest:
-            raise ValueError(
-                f"line {number} has {len(ids)} tokens; the model reads at most {longest}"
-            )
-    order = sorted(range(len(lines)), key=lambda i: len(encoded[i]))
-    output = [""] * len(lines)
-    for start in range(0, len(order), batch_size):
-        chunk = [i for i in order[start : start + batch_size] if encoded[i]]
-        if not chunk:
-            continue
-        width = max(len(encoded[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), task.model.cfg.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(chunk):
-            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-            mask[row, : len(encoded[i])] = 1
-        ids, mask = ids.to(task.device), mask.to(task.device)
-        if beam == 1:
-            rows = [
-                until_eos(r, task.eos_id)
-                for r in greedy_translate(task.model, ids, mask, task.bos_id, task.eos_id).tolist()
-            ]
-        else:
-            rows = [
-                h.tokens
-                for h in beam_search(task.model, ids, mask, task.bos_id, task.eos_id, beam, alpha)
-            ]
-        for i, text in zip(chunk, task.tokenizer.decode_batch(rows), strict=True):
-            output[i] = text
-    return output
+from experiments.run_defaults import wandb_has_credentials, wandb_run_id
+from experiments.user_files import checkpoint_file, read_lines
+from modules.tasks import TranslationModule, load_task
+from modules.tasks.checkpoints import read_checkpoint, upgraded
 
 
 def load_translator(checkpoint: Path) -> TranslationModule:
@@ -75,7 +34,7 @@ def load_translator(checkpoint: Path) -> TranslationModule:
 
 
 def decoding_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=checkpoint_file)
     p.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy")
     p.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
     p.add_argument("--batch_size", type=int, default=64)
@@ -98,7 +57,8 @@ def translate_main(argv: list[str]) -> None:
     task = load_translator(args.checkpoint)
     if lines is None:
         lines = sys.stdin.read().rstrip("\n").split("\n")
-    output = "\n".join(translate_lines(task, lines, args.beam, args.alpha, args.batch_size)) + "\n"
+    translations = task.translate_texts(lines, args.beam, args.alpha, args.batch_size)
+    output = "\n".join(translations) + "\n"
     if args.output:
         args.output.write_text(output, encoding="utf-8")
     else:
@@ -121,7 +81,7 @@ def evaluate_main(argv: list[str]) -> None:
             f"{args.source} has {len(sources)} lines but {args.reference} has {len(references)}"
         )
     task = load_translator(args.checkpoint)
-    hypotheses = translate_lines(task, sources, args.beam, args.alpha, args.batch_size)
+    hypotheses = task.translate_texts(sources, args.beam, args.alpha, args.batch_size)
     bleu = sacrebleu.metrics.BLEU()
     chrf = sacrebleu.metrics.CHRF()
     bleu_score = bleu.corpus_score(hypotheses, [references])
@@ -199,9 +159,7 @@ def average_checkpoints(paths: list[Path], out: Path) -> None:
     total: dict[str, torch.Tensor] = {}
     last: dict = {}
     for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        last = torch.load(path, map_location="cpu", weights_only=True)
+        last = upgraded(read_checkpoint(path), path)
         state = last["state_dict"]
         if total and state.keys() != total.keys():
             raise ValueError(f"{path} has different weights from {paths[0]}: not the same model")
@@ -213,7 +171,8 @@ def average_checkpoints(paths: list[Path], out: Path) -> None:
     keep = (
         "hyper_parameters",
         "task_class",
-        "tokenizer_json",
+        "format_version",
+        "codec",
         "wandb_run_id",
         "pytorch-lightning_version",
         "epoch",

@@ -3,6 +3,7 @@ with errors that name the file and line instead of a decoder's or parser's trace
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,11 @@ def load_yaml(path: Path) -> Any:
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ValueError(f"{path}{where}: not valid YAML ({problem})") from error
+
+
+def checkpoint_file(value: str) -> Path:
+    """An argparse type: a checkpoint that exists, checked before the other arguments."""
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"checkpoint {path} does not exist")
+    return path

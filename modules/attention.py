@@ -43,13 +43,13 @@ CUDA_BACKENDS = _cuda_backends(os.environ.get("TSUITE_SDPA_BACKENDS", "cudnn,fla
 class KVCache:
     """Keys and values of one attention layer for incremental decoding.
 
-    Self-attention caches are preallocated to `max_len` positions and grow with every step;
-    a cross-attention cache (`max_len=None`) is sized by its one append of the source keys.
+    Self-attention caches are preallocated to `max_length` positions and grow with every step;
+    a cross-attention cache (`max_length=None`) is sized by its one append of the source keys.
     Tensors are (batch, kv_heads, positions, key or value dim). For inference: appends are in-place.
     """
 
-    def __init__(self, max_len: int | None = None) -> None:
-        self.max_len = max_len
+    def __init__(self, max_length: int | None = None) -> None:
+        self.max_length = max_length
         self.length = 0
         self.keys: Tensor | None = None
         self.values: Tensor | None = None
@@ -58,13 +58,13 @@ class KVCache:
         """Store new positions and return all cached keys and values."""
         end = self.length + keys.size(2)
         if self.keys is None or self.values is None:
-            length = self.max_len or end
+            length = self.max_length or end
             self.keys = keys.new_empty(*keys.shape[:2], length, keys.shape[3])
             self.values = values.new_empty(*values.shape[:2], length, values.shape[3])
         if end > self.keys.size(2):
             raise ValueError(
                 f"KV cache is full: {end} positions requested, room for {self.keys.size(2)}; "
-                "create the cache with a larger max_len"
+                "create the cache with a larger max_length"
             )
         self.keys[:, :, self.length : end] = keys
         self.values[:, :, self.length : end] = values
@@ -107,7 +107,7 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention with optional grouped-query heads, rotary positions and KV cache.
 
     Self-attention (`cross=False`) projects Q, K and V with one fused matrix; cross-attention
-    projects Q from the decoder and K, V (fused) from the encoder output `context`.
+    projects Q from the decoder and K, V (fused) from the encoder output `memory`.
     """
 
     def __init__(
@@ -150,13 +150,13 @@ class MultiHeadAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        context: Tensor | None = None,
+        memory: Tensor | None = None,
         mask: Tensor | None = None,
         is_causal: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
-        """x: (batch, seq, d_model); context: encoder output for cross-attention.
+        """x: (batch, seq, d_model); memory: encoder output for cross-attention.
 
         mask: boolean, broadcastable to (batch, heads, seq, keys), True = may attend.
         """
@@ -166,9 +166,9 @@ class MultiHeadAttention(nn.Module):
             if cache is not None and cache.length:
                 k, v = cache.cached()  # the source K/V were computed at the first step
             else:
-                if context is None:
-                    raise ValueError("cross-attention needs the encoder output as `context`")
-                k, v = self.kv(context).split(self.split_sizes[1:], dim=-1)
+                if memory is None:
+                    raise ValueError("cross-attention needs the encoder output as `memory`")
+                k, v = self.kv(memory).split(self.split_sizes[1:], dim=-1)
                 k, v = self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
                 if cache is not None:
                     k, v = cache.append(k, v)

@@ -16,7 +16,7 @@ Norm = Literal["layernorm", "rmsnorm"]
 Positions = Literal["sinusoidal", "learned", "rotary"]
 
 TINY: dict[str, Any] = dict(
-    d_model=64, n_heads=4, n_layers=2, d_ff=128, vocab_size=512, max_len=128
+    d_model=64, n_heads=4, n_layers=2, d_ff=128, vocab_size=512, max_length=128
 )
 
 
@@ -29,7 +29,7 @@ class TransformerConfig:
     n_heads: int = 8
     n_layers: int = 6
     d_ff: int = 2048
-    max_len: int = 1024
+    max_length: int = 1024
     n_kv_heads: int | None = None  # grouped-query attention when smaller than n_heads
     key_dim: int | None = None  # per-head query/key size d_k; None: d_model / n_heads
     dropout: float = 0.1  # on embeddings and residual branches
@@ -51,7 +51,7 @@ class TransformerConfig:
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
         if self.d_model % self.n_heads:
@@ -126,7 +126,7 @@ class EncoderConfig(TransformerConfig):
     n_heads: int = 12
     n_layers: int = 12
     d_ff: int = 3072
-    max_len: int = 512
+    max_length: int = 512
     activation: Activation = "gelu"
     norm_eps: float = 1e-12
     positions: Positions = "learned"

@@ -85,9 +85,11 @@ class Block(nn.Module):
         is_causal: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
         memory: Tensor | None = None,
-        memory_mask: Tensor | None = None,
+        cross_mask: Tensor | None = None,
         cache: LayerCache | None = None,
     ) -> Tensor:
+        """mask / cross_mask: boolean attention masks of the self- and cross-attention
+        (True = may attend; None = every key visible)."""
         x = self._sublayer(
             x,
             self.self_attn_norm,
@@ -100,7 +102,7 @@ class Block(nn.Module):
             x = self._sublayer(
                 x,
                 self.cross_attn_norm,
-                lambda h: cross_attn(h, memory, mask=memory_mask, cache=cache and cache.cross_attn),
+                lambda h: cross_attn(h, memory, mask=cross_mask, cache=cache and cache.cross_attn),
             )
         return self._sublayer(x, self.ffn_norm, self.ffn)
 
@@ -119,11 +121,11 @@ class Stack(nn.Module):
     ) -> None:
         super().__init__()
         self.causal = causal
-        self.max_len = cfg.max_len
+        self.max_length = cfg.max_length
         self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(n_layers))
         self.final_norm = make_norm(cfg) if cfg.pre_norm else None
         self.rotary = (
-            RotaryEmbedding(cfg.qk_dim, cfg.max_len, cfg.rope_base)
+            RotaryEmbedding(cfg.qk_dim, cfg.max_length, cfg.rope_base)
             if cfg.positions == "rotary"
             else None
         )
@@ -153,9 +155,9 @@ class Stack(nn.Module):
             x = block(x, mask, is_causal, rope, memory, cross_mask, cache[i] if cache else None)
         return x if self.final_norm is None else self.final_norm(x)
 
-    def new_cache(self, max_len: int | None = None) -> list[LayerCache]:
-        """Empty KV caches for incremental decoding of up to `max_len` positions."""
-        size = max_len or self.max_len
+    def new_cache(self, max_length: int | None = None) -> list[LayerCache]:
+        """Empty KV caches for incremental decoding of up to `max_length` positions."""
+        size = max_length or self.max_length
         return [
             LayerCache(KVCache(size), KVCache() if block.cross_attn is not None else None)
             for block in self.blocks
@@ -179,9 +181,9 @@ class Embeddings(nn.Module):
         self.scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
         self.positions: nn.Module | None = None
         if cfg.positions == "learned":
-            self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
+            self.positions = nn.Embedding(cfg.max_length, cfg.d_model)
         elif cfg.positions == "sinusoidal":
-            self.positions = SinusoidalPositions(cfg.max_len, cfg.d_model)
+            self.positions = SinusoidalPositions(cfg.max_length, cfg.d_model)
         self.token_types = nn.Embedding(type_vocab_size, cfg.d_model) if type_vocab_size else None
         self.norm = make_norm(cfg) if cfg.embedding_norm else None
         self.dropout = nn.Dropout(cfg.dropout)

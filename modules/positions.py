@@ -8,23 +8,23 @@ import torch
 from torch import Tensor, nn
 
 
-def sinusoidal_table(max_len: int, dim: int) -> Tensor:
-    """(max_len, dim) table with the sines in the first half and the cosines in the second.
+def sinusoidal_table(max_length: int, dim: int) -> Tensor:
+    """(max_length, dim) table with the sines in the first half and the cosines in the second.
 
     The paper interleaves them (sin at even, cos at odd features); the halves layout of
     tensor2tensor, fairseq and Marian is the same up to a fixed permutation of features and
     keeps pretrained Marian weights loadable.
     """
-    position = torch.arange(max_len, dtype=torch.float64)[:, None]
+    position = torch.arange(max_length, dtype=torch.float64)[:, None]
     frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
     angles = position * frequency
     return torch.cat([angles.sin(), angles.cos()], dim=-1).float()
 
 
 class SinusoidalPositions(nn.Module):
-    def __init__(self, max_len: int, dim: int) -> None:
+    def __init__(self, max_length: int, dim: int) -> None:
         super().__init__()
-        self.register_buffer("table", sinusoidal_table(max_len, dim), persistent=False)
+        self.register_buffer("table", sinusoidal_table(max_length, dim), persistent=False)
 
     def forward(self, position_ids: Tensor) -> Tensor:
         return self.table[position_ids]
@@ -33,10 +33,10 @@ class SinusoidalPositions(nn.Module):
 class RotaryEmbedding(nn.Module):
     """Cosine and sine tables for rotary embeddings (rotate-half convention of GPT-NeoX/Llama)."""
 
-    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0) -> None:
+    def __init__(self, head_dim: int, max_length: int, base: float = 10000.0) -> None:
         super().__init__()
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        angles = torch.arange(max_len, dtype=torch.float64)[:, None] * inv_freq
+        angles = torch.arange(max_length, dtype=torch.float64)[:, None] * inv_freq
         angles = torch.cat([angles, angles], dim=-1)
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
@@ -53,11 +53,11 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos + rotated * sin).to(x.dtype)
 
 
-def position_ids_for(length: int, past: int, max_len: int, device: torch.device) -> Tensor:
-    """Default (1, length) positions after `past` cached positions, checked against `max_len`."""
-    if past + length > max_len:
+def position_ids_for(length: int, past: int, max_length: int, device: torch.device) -> Tensor:
+    """Default (1, length) positions after `past` cached positions, checked against `max_length`."""
+    if past + length > max_length:
         raise ValueError(
             f"sequence of {past + length} positions ({past} cached + {length} new) exceeds "
-            f"max_len={max_len} of the position table; shorten the input or raise max_len"
+            f"max_length={max_length} of the position table; shorten the input or raise max_length"
         )
     return torch.arange(past, past + length, device=device)[None]

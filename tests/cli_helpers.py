@@ -93,19 +93,16 @@ def tiny_args(config_path: Path, tmp: Path) -> list[str]:
     ]
     if "init_from" not in model:
         arch = {k: v for k, v in (model.get("arch") or {}).items() if k not in SIZE_KEYS}
-        arch["max_len"] = 512
+        arch["max_length"] = 512
         args += ["--model.init_args.preset=tiny", f"--model.init_args.arch={json.dumps(arch)}"]
     if data["source"]["kind"] == "hub":
         source = write_fixture(config, tmp / "fixture")
         args.append(f"--data.init_args.source={json.dumps(source)}")
-    for key, value in (
-        ("batch_size", 4),
-        ("block_size", 16),
-        ("max_tokens", 256),
-        ("num_workers", 0),
-    ):
+    for key, value in (("batch_size", 4), ("max_tokens", 256), ("num_workers", 0)):
         if key in data:
             args.append(f"--data.init_args.{key}={value}")
+    if config["data"]["class_path"].endswith("CausalLMDataModule"):
+        args.append("--data.init_args.max_length=16")
     if model.get("compile"):
         args.append("--model.init_args.compile=false")
     return args

@@ -122,7 +122,7 @@ def test_math_path_zero_rows():
 
 def test_rotary_attention_equals_math_and_is_relative():
     attn = _attention(n_kv_heads=2)
-    rotary = RotaryEmbedding(head_dim=8, max_len=64)
+    rotary = RotaryEmbedding(head_dim=8, max_length=64)
     x = torch.randn(1, 6, 32)
     rope = rotary(torch.arange(6)[None])
     fast, slow = _both_paths(attn, x, is_causal=True, rope=rope)
@@ -135,10 +135,10 @@ def test_rotary_attention_equals_math_and_is_relative():
 @pytest.mark.parametrize("n_kv_heads", [None, 2])
 def test_incremental_self_attention_with_cache_equals_full(n_kv_heads):
     attn = _attention(n_kv_heads=n_kv_heads)
-    rotary = RotaryEmbedding(head_dim=8, max_len=64)
+    rotary = RotaryEmbedding(head_dim=8, max_length=64)
     x = torch.randn(2, 9, 32)
     full = attn(x, is_causal=True, rope=rotary(torch.arange(9)[None]))
-    cache = KVCache(max_len=16)
+    cache = KVCache(max_length=16)
     steps = []
     for start, end in [(0, 4), (4, 5), (5, 6), (6, 9)]:  # a prompt, single steps, a chunk
         mask, is_causal = make_mask(None, end - start, end, causal=True)
@@ -162,7 +162,7 @@ def test_cross_attention_cache_projects_source_once():
 
 
 def test_cache_overflow_and_reorder():
-    cache = KVCache(max_len=3)
+    cache = KVCache(max_length=3)
     k = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 1, 2, 1)
     cache.append(k, k)
     with pytest.raises(ValueError, match="full"):

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from modules.generation import beam_search, greedy_translate, sequence_score, until_eos
+from modules.generation import until_stop
 from modules.models import EncoderDecoderConfig, EncoderDecoderTransformer
+from modules.seq2seq import beam_search, greedy_translate, sequence_score
 
 BOS, EOS = 1, 2
 
@@ -48,7 +49,7 @@ def sources(lengths=(5, 9, 3, 7)) -> tuple[torch.Tensor, torch.Tensor]:
 def test_beam_one_equals_greedy(model):
     ids, mask = sources()
     greedy = [
-        until_eos(row, EOS)
+        until_stop(row, (EOS,))
         for row in greedy_translate(model, ids, mask, BOS, EOS, extra_length=10).tolist()
     ]
     beam = beam_search(model, ids, mask, BOS, EOS, beam_size=1, alpha=0.0, extra_length=10)
@@ -88,8 +89,8 @@ def test_beam_never_scores_below_greedy(model):
             if hypothesis.complete:  # the returned score is the hypothesis' own score
                 own = sequence_score(model, source, hypothesis.tokens, BOS, EOS)
                 assert own == pytest.approx(hypothesis.score, abs=1e-4)
-            greedy = until_eos(
-                greedy_translate(model, source, None, BOS, EOS, extra_length=10)[0].tolist(), EOS
+            greedy = until_stop(
+                greedy_translate(model, source, None, BOS, EOS, extra_length=10)[0].tolist(), (EOS,)
             )
             if len(greedy) < n + 10:  # greedy ended with eos: score it the same way
                 greedy_score = sequence_score(model, source, greedy, BOS, EOS)

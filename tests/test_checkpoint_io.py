@@ -6,7 +6,7 @@ import pytest
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from experiments.checkpoint_io import AtomicCheckpointIO
+from experiments.saving import AtomicCheckpointIO
 
 
 def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch):

@@ -64,7 +64,7 @@ def test_sentence_pairs_match_hf_bert_with_token_types(tmp_path: Path):
         assert torch.equal(batch[key], expected[key]), key
     assert batch["labels"].tolist() == [0, 1, 2, 0, 1]
     classifier = SequenceClassificationModule(
-        vocab_size=dm.vocab_size, pad_id=dm.pad_id, num_classes=3, init_from=MINILM
+        codec=dm.codec, num_classes=3, init_from=MINILM
     ).eval()
     hf = transformers.BertModel.from_pretrained(folder).eval()
     with torch.no_grad():

@@ -16,9 +16,7 @@ from tests.test_training import lm_config
 
 DEFAULT = str(CONFIGS / "default.yaml")
 PAIRS = [{"en": f"number {i} and {i + 1}", "de": f"zahl {i} und {i + 1}"} for i in range(60)]
-TINY_ARCH = (
-    '--model.init_args.arch={"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_len": 64}'
-)
+TINY_ARCH = '--model.init_args.arch={"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_length": 64}'
 
 
 def jsonl(rows: list[dict]) -> str:
@@ -154,8 +152,8 @@ CASES = {
     "fit/empty-split": ([*FIT, SOURCE % "nosplit"], ["validation.jsonl is empty"]),
     "fit/undecodable-data": ([*FIT, SOURCE % "undecodable"], ["train.jsonl, line 2: not valid"]),
     "fit/input-longer-than-model": (
-        [*FIT, TINY_ARCH.replace('"max_len": 64', '"max_len": 4')],
-        ["exceeds max_len=4"],
+        [*FIT, TINY_ARCH.replace('"max_length": 64', '"max_length": 4')],
+        ["exceeds max_length=4"],
     ),
     # translate
     "translate/missing-checkpoint": (["translate", "{tmp}/absent.ckpt"], ["absent.ckpt does not"]),

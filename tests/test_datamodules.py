@@ -17,8 +17,9 @@ from datamodules import (
     TranslationDataModule,
 )
 from datamodules.builtin import number_words
-from datamodules.collators import MaskedLMCollator, TranslationCollator
+from datamodules.collators import MaskedLMCollator, Seq2SeqCollator
 from datamodules.samplers import ShardedSampler, TokenBudgetBatchSampler, WindowSampler
+from tests.codecs import toy_codec
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -62,14 +63,14 @@ def test_translation_module_from_local_jsonl(parallel_dir: Path, tmp_path: Path)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"input_ids", "attention_mask", "decoder_input_ids", "labels"}
-    assert (batch["decoder_input_ids"][:, 0] == dm.bos_id).all()
+    assert (batch["decoder_input_ids"][:, 0] == dm.codec.bos_id).all()
     # labels are the decoder inputs shifted left, ending in eos, -100 on padding
     for row_in, row_lab in zip(batch["decoder_input_ids"], batch["labels"], strict=True):
         real = row_lab[row_lab != -100]
-        assert real[-1] == dm.eos_id
+        assert real[-1] == dm.codec.eos_id
         assert torch.equal(row_in[1 : len(real)], real[:-1])
     assert batch["input_ids"].numel() <= 200 and batch["decoder_input_ids"].numel() <= 200
-    text = dm.tokenizer.decode_batch(batch["input_ids"][:1].tolist())[0]
+    text = dm.codec.decode_batch(batch["input_ids"][:1].tolist())[0]
     assert text.startswith("the cat sat")  # byte-level BPE restores spaces exactly
 
 
@@ -90,7 +91,7 @@ def test_tokenizer_and_data_cache_are_reused_and_atomic(parallel_dir: Path, tmp_
     tokenizer_files[0].write_text("{ not json")
     third = TranslationDataModule(tokenizer=TokenizerSpec(vocab_size=300), **kwargs)
     with pytest.warns(UserWarning, match="rebuilding"):
-        assert third.vocab_size == first.vocab_size
+        assert third.codec.vocab_size == first.codec.vocab_size
     # other parameters make another cache entry
     other = TranslationDataModule(tokenizer=TokenizerSpec(vocab_size=280), **kwargs)
     assert other.cache_folder != first.cache_folder
@@ -183,7 +184,7 @@ def test_classification_labels_and_pairs(tmp_path: Path):
     assert batch["input_ids"].shape[1] <= 12 and batch["labels"].tolist() == [0, 1, 0, 1]
     first = batch["input_ids"][0][batch["attention_mask"][0].bool()]
     types = batch["token_type_ids"][0][batch["attention_mask"][0].bool()]
-    assert first[0] == dm.bos_id and (first == dm.eos_id).sum() == 2
+    assert first[0] == dm.codec.bos_id and (first == dm.codec.eos_id).sum() == 2
     assert types[0] == 0 and types[-1] == 1
     rows[3]["label"] = 5
     write_jsonl(tmp_path / "train.jsonl", rows)
@@ -209,7 +210,7 @@ def test_causal_lm_windows_single_document_split(tmp_path: Path):
     dm = CausalLMDataModule(
         source,
         TokenizerSpec(kind="char"),
-        block_size=16,
+        max_length=16,
         batch_size=4,
         cache_dir=str(tmp_path / "c"),
     )
@@ -219,14 +220,13 @@ def test_causal_lm_windows_single_document_split(tmp_path: Path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == (4, 16)
     assert torch.equal(batch["input_ids"][:, 1:], batch["labels"][:, :-1])  # labels shifted by one
-    decoded = dm.tokenizer.decode_batch(batch["input_ids"][:1].tolist())[0]
+    decoded = dm.codec.decode_batch(batch["input_ids"][:1].tolist())[0]
     assert decoded in text
 
 
 def test_masked_lm_collator_statistics():
     torch.manual_seed(0)
-    specials = (0, 1, 2, 3)
-    collate = MaskedLMCollator(pad_id=0, mask_id=3, vocab_size=1000, special_ids=specials)
+    collate = MaskedLMCollator(toy_codec(1000))
     rows = [{"input_ids": [1, *range(10, 1010), 2]} for _ in range(20)]
     batch = collate(rows)
     chosen = batch["labels"] != -100
@@ -241,7 +241,7 @@ def test_masked_lm_collator_statistics():
 
 
 def test_translation_collator_padding():
-    batch = TranslationCollator(pad_id=0, bos_id=1, eos_id=2)(
+    batch = Seq2SeqCollator(toy_codec(10, "encoder-decoder"))(
         [{"source_ids": [5, 6, 7], "target_ids": [8]}, {"source_ids": [5], "target_ids": [8, 9]}]
     )
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

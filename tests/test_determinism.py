@@ -8,7 +8,7 @@ import pytest
 from tests.cli_helpers import fit_once, read_metrics
 from tests.test_training import lm_config
 
-DROPOUT = '--model.init_args.arch={"dropout": 0.1, "max_len": 64}'
+DROPOUT = '--model.init_args.arch={"dropout": 0.1, "max_length": 64}'
 
 
 def metrics(run: Path) -> list[dict[str, str]]:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.tokenization import resolve_tokenizer_path
+from datamodules.tokenization import load_tokenizer
+from modules.codec import Codec
 from modules.interop import resolve_model_path
 from modules.tasks import SequenceClassificationModule
 from tests.cli_helpers import run_cli
@@ -57,13 +58,8 @@ def test_embeddings_match_sentence_transformers_and_checkpoints(
     assert np.abs(ours - reference).max() <= 1e-5
 
     # the same encoder inside one of our task checkpoints, texts from stdin, JSON lines out
-    task = SequenceClassificationModule(
-        vocab_size=30522,
-        pad_id=0,
-        num_classes=2,
-        tokenizer_path=str(resolve_tokenizer_path(MINILM)),
-        init_from=MINILM,
-    )
+    codec = Codec(load_tokenizer(MINILM)[0], "encoder")
+    task = SequenceClassificationModule(codec=codec, num_classes=2, init_from=MINILM)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     trainer.strategy.connect(task)
     trainer.save_checkpoint(tmp_path / "classifier.ckpt")

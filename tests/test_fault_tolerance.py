@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from experiments.runs import wandb_run_id
+from experiments.run_defaults import wandb_run_id
 from tests.cli_helpers import ROOT, fit_once, metric_by_step, read_metrics
 from tests.test_training import lm_config
 

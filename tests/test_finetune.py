@@ -8,8 +8,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from modules.codec import Codec
 from modules.tasks import CausalLMModule
 from tests.cli_helpers import run_cli
+from tests.codecs import toy_codec
 
 transformers = pytest.importorskip("transformers")
 TEXT = "the cat sat on the mat and the dog sat on the log while the bird sang " * 40
@@ -47,16 +49,15 @@ def gpt2_folder(tmp_path: Path) -> Path:
 def test_causal_lm_starts_from_hf_gpt2_weights(gpt2_folder: Path):
     hf = transformers.GPT2LMHeadModel.from_pretrained(gpt2_folder).eval()
     vocab = hf.config.vocab_size
-    module = CausalLMModule(
-        vocab_size=vocab, init_from=str(gpt2_folder), arch={"dropout": 0.0}
-    ).eval()
+    codec = Codec(Tokenizer.from_file(str(gpt2_folder / "tokenizer.json")), "decoder")
+    module = CausalLMModule(codec=codec, init_from=str(gpt2_folder), arch={"dropout": 0.0}).eval()
     ids = torch.randint(0, vocab, (2, 10))
     with torch.no_grad():
         assert (module.model(ids) - hf(ids).logits).abs().max() < 1e-4
     with pytest.raises(ValueError, match="vocabulary of"):
-        CausalLMModule(vocab_size=vocab + 1, init_from=str(gpt2_folder))
+        CausalLMModule(codec=toy_codec(vocab + 1, "decoder"), init_from=str(gpt2_folder))
     with pytest.raises(ValueError, match="cannot change the pretrained weights"):
-        CausalLMModule(vocab_size=vocab, init_from=str(gpt2_folder), arch={"d_model": 64})
+        CausalLMModule(codec=codec, init_from=str(gpt2_folder), arch={"d_model": 64})
 
 
 def test_fine_tune_gpt2_through_the_cli(gpt2_folder: Path, tmp_path: Path, monkeypatch):
@@ -79,7 +80,7 @@ def test_fine_tune_gpt2_through_the_cli(gpt2_folder: Path, tmp_path: Path, monke
             "--data.init_args.source="
             + json.dumps({"kind": "local", "name": str(tmp_path / "text")}),
             f"--data.init_args.tokenizer.path={gpt2_folder / 'tokenizer.json'}",
-            "--data.init_args.block_size=32",
+            "--data.init_args.max_length=32",
             "--data.init_args.batch_size=4",
         ]
     )
@@ -105,7 +106,7 @@ def test_classifier_starts_from_our_mlm_checkpoint(tmp_path: Path, monkeypatch):
             "--trainer.val_check_interval=2",
             "--trainer.enable_progress_bar=false",
             "--model.init_args.preset=tiny",
-            '--model.init_args.arch={"max_len": 64}',
+            '--model.init_args.arch={"max_length": 64}',
             "--data.init_args.source="
             + json.dumps({"kind": "local", "name": str(tmp_path / "text")}),
             "--data.init_args.tokenizer.vocab_size=200",
@@ -116,8 +117,7 @@ def test_classifier_starts_from_our_mlm_checkpoint(tmp_path: Path, monkeypatch):
     checkpoint = next((tmp_path / "runs").rglob("last.ckpt"))
     state = torch.load(checkpoint, weights_only=True)
     classifier = SequenceClassificationModule(
-        vocab_size=state["hyper_parameters"]["vocab_size"],
-        pad_id=0,
+        codec=Codec.from_state(state["codec"]),
         num_classes=3,
         init_from=str(checkpoint),
     )

@@ -98,7 +98,7 @@ def test_stop_tokens_end_each_row():
 
 
 def test_context_limits():
-    gpt = model(max_len=32)
+    gpt = model(max_length=32)
     with pytest.raises(ValueError, match="at least one token"):
         generate(gpt, [[]], 4)
     with pytest.raises(ValueError, match="max_new_tokens=0"):

@@ -125,7 +125,7 @@ def test_attention_maps_during_training_and_for_any_text(isolated: Path):
     )
     assert (out / "decoder-blocks-0-cross_attn.png").read_bytes()[:4] == b"\x89PNG"
 
-    from experiments.checkpoints import load_task
+    from modules.tasks import load_task
 
     task = load_task(run / "checkpoints" / "last.ckpt")
     maps = attention_maps(task, task.text_batch("three hundred and one", "dreihunderteins"))

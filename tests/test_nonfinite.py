@@ -10,8 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from modules.tasks import CausalLMModule, OptimizerConfig
-from modules.tasks.base import NonFiniteError
+from modules.tasks import CausalLMModule, NonFiniteError, OptimizerConfig
 from tests.cli_helpers import metric_by_step, run_cli
 from tests.test_training import FixedBatches, lm_config
 
@@ -22,11 +21,11 @@ class BadLossAt(CausalLMModule):
     steps: frozenset[int] = frozenset()
     bad = math.nan
 
-    def loss(self, batch):
-        loss_sum, count = super().loss(batch)
+    def step(self, batch):
+        out = super().step(batch)
         if self.training and self.trainer.global_step in self.steps:
-            loss_sum = loss_sum + self.bad  # NaN spreads into the gradients; +inf does not
-        return loss_sum, count
+            out.loss_sum = out.loss_sum + self.bad  # NaN spreads into the gradients; +inf does not
+        return out
 
 
 def adamw(fused: bool) -> type[torch.optim.AdamW]:
@@ -53,9 +52,8 @@ class Weights(Callback):
 def train(steps: set[int], bad: float, max_steps: int, **optim) -> tuple[BadLossAt, Weights]:
     torch.manual_seed(0)
     model = BadLossAt(
-        vocab_size=30,
         preset="tiny",
-        arch={"dropout": 0.0, "max_len": 32},
+        arch={"dropout": 0.0, "max_length": 32, "vocab_size": 30},
         sample_tokens=0,
         optim=OptimizerConfig(warmup_steps=0, **optim),
     )
@@ -85,7 +83,7 @@ def test_a_bad_step_is_skipped_and_counted(bad: float, fused: bool, monkeypatch)
     before, during, after = weights.after[1], weights.after[2], weights.after[3]
     assert all(torch.equal(a, b) for a, b in zip(before, during, strict=True))  # no update
     assert not all(torch.equal(a, b) for a, b in zip(during, after, strict=True))  # training on
-    assert (int(model.skipped_steps), int(model.nonfinite_in_row)) == (1, 0)
+    assert (int(model.numerics.skipped), int(model.numerics.in_row)) == (1, 0)
     optimizer = model.trainer.optimizers[0]
     assert optimizer.state[next(model.parameters())]["step"] == 3  # AdamW saw 3 of 4 steps
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -79,13 +79,14 @@ def test_answer_spans_survive_the_offset_mapping_in_windows(tmp_path: Path):
     ]
     dm = qa_data(tmp_path, rows, max_length=32, max_question_length=10, doc_stride=8)
     features = dm.split("validation")
-    n_context = len(dm.tokenizer.encode_batch([context])[0])
+    n_context = len(dm.codec.pieces([context])[0])
     assert len(features) > 1 and all(len(f["input_ids"]) <= 32 for f in features)
     seen, holding = set(), []
     for feature in features:
         types, offsets = feature["token_type_ids"], feature["offsets"]
         first_context = types.index(1)
-        assert feature["input_ids"][first_context - 1] == dm.eos_id  # [SEP] after the question
+        sep = dm.codec.eos_id
+        assert feature["input_ids"][first_context - 1] == sep  # [SEP] after the question
         context_offsets = [tuple(o) for o in offsets if o[0] >= 0]
         seen.update(context_offsets)
         start, end = feature["start_position"], feature["end_position"]
@@ -149,7 +150,7 @@ def test_tiny_model_learns_the_fixture_through_the_squad_config(tmp_path: Path):
         "--trainer.log_every_n_steps=50",
         "--model.init_args.init_from=null",
         "--model.init_args.preset=tiny",
-        '--model.init_args.arch={"dropout": 0.0, "max_len": 64}',
+        '--model.init_args.arch={"dropout": 0.0, "max_length": 64}',
         "--model.init_args.optim.lr=0.003",
         "--model.init_args.optim.warmup_steps=20",
         '--data.init_args.tokenizer={"kind": "wordpiece", "vocab_size": 300, "min_frequency": 1, '

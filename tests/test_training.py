@@ -37,7 +37,7 @@ def lm_config(tmp_path: Path, **trainer) -> Path:
         },
         "model": {
             "class_path": "modules.tasks.CausalLMModule",
-            "init_args": {"preset": "tiny", "arch": {"dropout": 0.0, "max_len": 64}},
+            "init_args": {"preset": "tiny", "arch": {"dropout": 0.0, "max_length": 64}},
         },
         "data": {
             "class_path": "datamodules.CausalLMDataModule",
@@ -49,7 +49,7 @@ def lm_config(tmp_path: Path, **trainer) -> Path:
                     "validation_fraction": 0.2,
                 },
                 "tokenizer": {"kind": "char"},
-                "block_size": 32,
+                "max_length": 32,
                 "batch_size": 8,
             },
         },
@@ -206,13 +206,7 @@ def test_loss_is_normalised_by_target_tokens_across_accumulation():
     for batches, accumulate in (([short, long], 2), ([joint], 1)):
         torch.manual_seed(1)
         model = RecordingTranslation(
-            vocab_size=50,
-            pad_id=0,
-            bos_id=1,
-            eos_id=2,
-            preset="tiny",
-            arch={"dropout": 0.0},
-            bleu=False,
+            preset="tiny", arch={"dropout": 0.0, "vocab_size": 50, "pad_token_id": 0}
         )
         trainer = L.Trainer(
             max_steps=1,
@@ -244,9 +238,7 @@ def test_clipping_by_norm_matches_torch(limit: float):
     grads = []
     for clip in (None, limit):
         torch.manual_seed(1)
-        model = RecordingTranslation(
-            vocab_size=50, pad_id=0, bos_id=1, eos_id=2, preset="tiny", bleu=False
-        )
+        model = RecordingTranslation(preset="tiny", arch={"vocab_size": 50, "pad_token_id": 0})
         model.model.eval()  # no dropout: both runs see the same function
         trainer = L.Trainer(
             max_steps=1,

@@ -38,11 +38,11 @@ class DecoderTransformer(nn.Module):
         past = cache_length(cache)
         if position_ids is None:
             position_ids = position_ids_for(
-                input_ids.size(1), past, self.cfg.max_len, input_ids.device
+                input_ids.size(1), past, self.cfg.max_length, input_ids.device
             )
         x = self.embed(input_ids, position_ids)
         x = self.stack(x, attention_mask, position_ids, cache=cache)
         return self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x)
 
-    def new_cache(self, max_len: int | None = None) -> list[LayerCache]:
-        return self.stack.new_cache(max_len)
+    def new_cache(self, max_length: int | None = None) -> list[LayerCache]:
+        return self.stack.new_cache(max_length)

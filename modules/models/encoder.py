@@ -58,7 +58,7 @@ class EncoderTransformer(nn.Module):
         """Contextual hidden states (batch, seq, d_model); attention_mask 1 = real token."""
         if position_ids is None:
             position_ids = position_ids_for(
-                input_ids.size(1), 0, self.cfg.max_len, input_ids.device
+                input_ids.size(1), 0, self.cfg.max_length, input_ids.device
             )
         x = self.embed(input_ids, position_ids, token_type_ids)
         return self.stack(x, attention_mask, position_ids)

@@ -31,7 +31,7 @@ class EncoderDecoderTransformer(nn.Module):
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Source tokens (batch, src) -> memory (batch, src, d_model)."""
-        position_ids = position_ids_for(input_ids.size(1), 0, self.cfg.max_len, input_ids.device)
+        position_ids = position_ids_for(input_ids.size(1), 0, self.cfg.max_length, input_ids.device)
         x = self.encoder_embed(input_ids, position_ids)
         return self.encoder(x, attention_mask, position_ids)
 
@@ -49,7 +49,7 @@ class EncoderDecoderTransformer(nn.Module):
         computed from `memory` at the first step and reused afterwards.
         """
         position_ids = position_ids_for(
-            decoder_input_ids.size(1), cache_length(cache), self.cfg.max_len, memory.device
+            decoder_input_ids.size(1), cache_length(cache), self.cfg.max_length, memory.device
         )
         x = self.decoder_embed(decoder_input_ids, position_ids)
         x = self.decoder(x, decoder_attention_mask, position_ids, memory, memory_mask, cache)
@@ -65,5 +65,5 @@ class EncoderDecoderTransformer(nn.Module):
         memory = self.encode(input_ids, attention_mask)
         return self.decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask)
 
-    def new_cache(self, max_len: int | None = None) -> list[LayerCache]:
-        return self.decoder.new_cache(max_len)
+    def new_cache(self, max_length: int | None = None) -> list[LayerCache]:
+        return self.decoder.new_cache(max_length)

@@ -1,109 +1,145 @@
-"""What the four task modules share: building the model from a preset, the optimizer and
-schedule, token-normalised losses (exact across gradient accumulation and devices), and
-validation loss aggregation. Subclasses supply the model family and `loss`."""
+"""What every task shares: the model built from its resolved config (or pretrained weights),
+the codec that turns text into its batches, one loop over `step` for training, validation and
+test, metrics kept per stage, and the table of metric goals every report reads.
+
+A task subclass declares its model `family`, its `metric_goals`, and `step` (the summed loss,
+the count it is normalised by, and whatever its metrics need)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
-from tokenizers import Tokenizer
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
+from modules.codec import Codec, Family
 from modules.config import TransformerConfig
-from modules.schedules import Schedule, lr_multiplier
+from modules.models import FAMILIES
+from modules.tasks.optimization import OptimizerConfig, StepNumerics, build_optimizer
+from modules.tasks.pretrained import pretrained_model
+
+Goal = Literal["min", "max"]
+STAGES = ("val", "test")
+FORMAT_VERSION = 2  # of our checkpoints: 2 = resolved model config and codec inside
 
 
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """AdamW with weight decay on matrices only, and a warm-up schedule in optimizer steps.
-    `lr` is the peak rate, reached at the end of warm-up. A step whose loss or gradient norm
-    is not finite is skipped (no update); `max_nonfinite_steps` such steps in a row stop the
-    run (checked every `trainer.log_every_n_steps`)."""
-
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    schedule: Schedule = "cosine"
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    max_nonfinite_steps: int = 5
-
-    def __post_init__(self) -> None:
-        if self.max_nonfinite_steps < 1:
-            raise ValueError(
-                f"optim.max_nonfinite_steps={self.max_nonfinite_steps}: must be at least 1 "
-                "(1 stops at the first non-finite step)"
-            )
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced a non-finite loss or gradient norm too many steps in a row."""
+@dataclass
+class StepOutput:
+    loss_sum: Tensor  # summed over the targets
+    count: Tensor  # the number of targets (tokens, examples, positions) it is normalised by
+    extras: dict[str, Any] = field(default_factory=dict)  # what the task's metrics read
 
 
 class TaskModule(L.LightningModule):
-    model: nn.Module
-    config_class: ClassVar[type[TransformerConfig]]
+    family: ClassVar[Family]
+    metric_goals: ClassVar[dict[str, Goal]] = {"loss": "min"}  # every metric a task logs
+    default_monitor: ClassVar[str] = "val/loss"
+    progress_metrics: ClassVar[tuple[str, ...]] = ("loss",)  # on the progress bar
+    model_changes: ClassVar[dict[str, Any]] = {}  # config fields the task fixes (heads)
 
     def __init__(
         self,
-        optim: OptimizerConfig | dict[str, Any],
+        codec: Codec | None = None,
+        preset: str = "tiny",
+        arch: dict[str, Any] | None = None,
+        init_from: str | None = None,
+        optim: OptimizerConfig | dict[str, Any] | None = None,
         compile: bool = False,
-        monitor: str = "val/loss",
+        monitor: str | None = None,
     ) -> None:
+        """codec: linked from the data module (the tokenizer and its template; checkpoints
+        carry it). preset + arch: the model config (arch overrides any field); `init_from`
+        instead starts from pretrained weights: a saved HF folder, `package:MODULE`, or one
+        of our checkpoints (their architecture wins; `arch` may only change dropout).
+        monitor: the validation metric that picks the best checkpoint."""
         super().__init__()
-        # the metric that picks the best checkpoint; losses and perplexities are minimised
-        self.monitor = (monitor, "min" if monitor.endswith(("loss", "ppl")) else "max")
-        self.optim = OptimizerConfig(**optim) if isinstance(optim, dict) else optim
+        self.codec = codec
+        self.preset = preset
+        self.optim = (
+            OptimizerConfig(**optim) if isinstance(optim, dict) else optim or OptimizerConfig()
+        )
         self.compile_model = compile
-        self.val_loss = MeanMetric()
+        self.numerics = StepNumerics(self.optim.max_nonfinite_steps)
+        self.model = self.build_model(preset, arch, init_from)
+        self.stage_metrics = nn.ModuleDict(
+            {stage: nn.ModuleDict({"loss": MeanMetric()}) for stage in STAGES}
+        )
         self.samples: list[dict[str, str]] = []  # a few examples from the last validation
-        self.tokenizer: Tokenizer | None = None
-        self._step_tokens: Tensor | None = None
-        self._step_finite: Tensor | None = None  # every micro-batch loss of the step finite
-        # optimizer steps skipped for non-finite numbers, in total and in a row (on the device)
-        self.skipped_steps: Tensor | int = 0
-        self.nonfinite_in_row: Tensor | int = 0
+        self._monitor = monitor or self.default_monitor
 
-    def build_config(
-        self, preset: str, arch: dict[str, Any] | None, **linked: Any
-    ) -> TransformerConfig:
-        """The family's preset, with the config's `arch` overrides and the values the data
-        module provides (vocabulary size, padding id)."""
+    def build_model(
+        self, preset: str, arch: dict[str, Any] | None, init_from: str | None
+    ) -> nn.Module:
+        model_class, config_class = FAMILIES[self.family]
         arch = dict(arch or {})
-        clash = sorted(set(arch) & set(linked))
+        linked = {}
+        if self.codec is not None:
+            linked = {"vocab_size": self.codec.vocab_size, "pad_token_id": self.codec.pad_id}
+        clash = [k for k, v in linked.items() if arch.get(k, v) != v]
         if clash:
-            raise ValueError(f"model.arch sets {clash}, which come from the data module")
-        return self.config_class.from_preset(preset, **arch, **linked)
+            raise ValueError(
+                f"model.arch sets {clash} to {[arch[k] for k in clash]}, but the data module's "
+                f"tokenizer gives {[linked[k] for k in clash]}; leave them out of model.arch"
+            )
+        if init_from:
+            vocab = linked.get("vocab_size")
+            return pretrained_model(init_from, model_class, vocab, arch, **self.model_changes)
+        return model_class(
+            config_class.from_preset(preset, **{**arch, **linked, **self.model_changes})
+        )
+
+    @property
+    def monitor(self) -> tuple[str, Goal]:
+        """The metric that picks the best checkpoint, and whether it is minimised or maximised."""
+        monitor = self._monitor
+        name = monitor.removeprefix("val/")
+        if not monitor.startswith("val/") or name not in self.logged_metrics():
+            raise ValueError(
+                f"model.monitor={monitor!r}: choose one of "
+                f"{[f'val/{m}' for m in self.logged_metrics()]} (validation metrics of this task)"
+            )
+        return monitor, self.metric_goals[name]
+
+    def logged_metrics(self) -> list[str]:
+        """The metrics (without stage) this task logs as configured."""
+        return list(self.metric_goals)
+
+    def add_metrics(self, **factories: Callable[[], Metric]) -> None:
+        """A metric of each name for every evaluation stage."""
+        for metrics in self.stage_metrics.values():
+            for name, make in factories.items():
+                metrics[name] = make()
 
     def store_hparams(self) -> None:
-        """save_hyperparameters with plain types only (checkpoints load with weights_only)."""
-        self.save_hyperparameters()
+        """save_hyperparameters with plain types only (checkpoints load with weights_only);
+        the codec travels in the checkpoint beside them."""
+        self.save_hyperparameters(ignore=["codec"])
         for key, value in list(self.hparams.items()):
             if is_dataclass(value) and not isinstance(value, type):
                 self.hparams[key] = asdict(value)
 
-    # --- tokenizer: loaded from the data module's file, and carried inside checkpoints ----------
-    def load_tokenizer(self, path: str | None) -> None:
-        self.tokenizer = Tokenizer.from_file(path) if path and Path(path).is_file() else None
-
+    # --- what a checkpoint holds beyond weights -----------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["task_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
-        if self.tokenizer is not None:
-            checkpoint["tokenizer_json"] = self.tokenizer.to_str()
-        checkpoint["skipped_steps"] = [int(self.skipped_steps), int(self.nonfinite_in_row)]
+        checkpoint["format_version"] = FORMAT_VERSION
+        # the resolved config rebuilds exactly this model, whatever the presets say later;
+        # the weights are in this file, so init_from is not read again
+        cfg: TransformerConfig = self.model.cfg  # type: ignore[assignment]
+        hparams = checkpoint.get("hyper_parameters", {})
+        checkpoint["hyper_parameters"] = {**hparams, "arch": asdict(cfg), "init_from": None}
+        if self.codec is not None:
+            checkpoint["codec"] = self.codec.state()
+        checkpoint["skipped_steps"] = [int(self.numerics.skipped), int(self.numerics.in_row)]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.tokenizer is None and "tokenizer_json" in checkpoint:
-            self.tokenizer = Tokenizer.from_str(checkpoint["tokenizer_json"])
-        self.skipped_steps, self.nonfinite_in_row = checkpoint.get("skipped_steps", [0, 0])
+        if "codec" in checkpoint:  # the checkpoint's copy wins over any file on disk
+            self.codec = Codec.from_state(checkpoint["codec"], source="the checkpoint")
+        self.numerics.skipped, self.numerics.in_row = checkpoint.get("skipped_steps", [0, 0])
 
     def configure_model(self) -> None:
         if self.compile_model:
@@ -127,46 +163,78 @@ class TaskModule(L.LightningModule):
         super().on_predict_model_eval()
         torch.compiler.set_stance("force_eager")
 
-    # --- losses ----------------------------------------------------------------------------
-    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(summed loss over targets, number of targets) for a batch."""
+    # --- the loop -------------------------------------------------------------------------
+    def step(self, batch: dict[str, Any]) -> StepOutput:
         raise NotImplementedError
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss_sum, count = self.loss(batch)
-        finite = torch.isfinite(loss_sum)
-        self._step_tokens = count if self._step_tokens is None else self._step_tokens + count
-        self._step_finite = finite if self._step_finite is None else self._step_finite & finite
-        self.log("train/loss", loss_sum / count.clamp(min=1), prog_bar=True)
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        out = self.step(batch)
+        self.numerics.add(out.loss_sum, out.count)
+        self.log("train/loss", out.loss_sum / out.count.clamp(min=1), prog_bar=True)
         # Backward on the sum; on_before_optimizer_step divides the gradients by the number
         # of targets in the whole optimizer step, over accumulation and devices.
-        return loss_sum
+        return out.loss_sum
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluate(batch, batch_idx, "test")
+
+    def evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        out = self.step(batch)
+        metrics = self.stage_metrics[stage]
+        metrics["loss"].update(out.loss_sum / out.count.clamp(min=1), weight=out.count)
+        self.update_metrics(metrics, batch, out, stage, batch_idx)
+
+    def update_metrics(
+        self,
+        metrics: nn.ModuleDict,
+        batch: dict[str, Any],
+        out: StepOutput,
+        stage: str,
+        batch_idx: int,
+    ) -> None:
+        """The task's own metrics for one evaluation batch."""
+
+    def metric_values(self, metrics: nn.ModuleDict, stage: str) -> dict[str, Tensor]:
+        """The stage's metric values at the end of an evaluation."""
+        return {name: metric.compute() for name, metric in metrics.items()}
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_stage("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_stage("test")
+
+    def log_stage(self, stage: str) -> None:
+        metrics = self.stage_metrics[stage]
+        for name, value in self.metric_values(metrics, stage).items():
+            self.log(
+                f"{stage}/{name}", value, prog_bar=stage == "val" and name in self.progress_metrics
+            )
+        for metric in metrics.values():
+            metric.reset()
+
+    # --- the optimizer step ---------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer, schedule = build_optimizer(
+            self.parameters(), self.optim, self.device, int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self._step_tokens is None or self._step_finite is None:
-            return
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        nonfinite = ~self._step_finite
-        norm = None
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            nonfinite |= ~torch.isfinite(norm)
-        # One all-reduce: the targets of the whole step, and the ranks that saw a non-finite
-        # loss or gradient norm (so every rank skips the same steps).
-        tokens, nonfinite_ranks = self.trainer.strategy.reduce(
-            torch.stack([self._step_tokens.float(), nonfinite.float()]), reduce_op="sum"
+        trainer = self.trainer
+        self.numerics.before_update(
+            self.parameters(),
+            optimizer,
+            lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
+            trainer.accumulate_grad_batches * trainer.world_size,
+            trainer.gradient_clip_val if self.clips_by_norm() else None,
         )
-        self._step_tokens = self._step_finite = None
-        # Lightning divided each micro-batch loss by the accumulation count and DDP averages
-        # gradients over devices; undo both and divide by the true target count.
-        world = self.trainer.accumulate_grad_batches * self.trainer.world_size
-        scale = world / tokens.clamp(min=1)
-        if norm is not None and self.clips_by_norm():  # clip_grad_norm_, in the same multiply
-            limit = self.trainer.gradient_clip_val
-            scale = scale * (limit / (norm * scale + 1e-6)).clamp(max=1.0)
-        if grads:
-            torch._foreach_mul_(grads, scale)  # one fused launch, no host sync
-        self.skip_nonfinite(nonfinite_ranks > 0, optimizer)
+        if (trainer.global_step + 1) % trainer.log_every_n_steps == 0:  # a step Lightning logs
+            self.log("train/skipped_steps", torch.as_tensor(self.numerics.skipped).float())
+            self.numerics.check(trainer.global_step)
 
     def clips_by_norm(self) -> bool:
         """Whether on_before_optimizer_step clips the gradients by their global norm: with
@@ -194,67 +262,15 @@ class TaskModule(L.LightningModule):
                 optimizer, gradient_clip_val, gradient_clip_algorithm
             )
 
-    def skip_nonfinite(self, skip: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Leave the parameters and optimizer state alone this step if `skip`, and count it
-        (the step counter and schedule still advance). Fused AdamW (GPUs) reads the flag on
-        the device: reading it here would stall every step (10-28% of the step time on an
-        H200), so the count is logged, and the run stopped, at the steps Lightning logs."""
-        skipped = self.skipped_steps + skip
-        in_row = (self.nonfinite_in_row + 1) * skip
-        self.skipped_steps, self.nonfinite_in_row = skipped, in_row
-        if getattr(optimizer, "_step_supports_amp_scaling", False):
-            optimizer.found_inf = skip.float()  # type: ignore[attr-defined]
-        elif bool(skip):  # unfused AdamW (other devices): a host sync
-            optimizer.zero_grad(set_to_none=True)  # AdamW leaves grad-less parameters alone
-        step, limit = self.trainer.global_step, self.optim.max_nonfinite_steps
-        if (step + 1) % self.trainer.log_every_n_steps:
-            return  # not a step Lightning logs
-        self.log("train/skipped_steps", skipped.float())
-        if int(in_row) >= limit:
-            raise NonFiniteError(
-                f"training stopped at step {step}: the loss or gradient norm was not finite in "
-                f"the last {int(in_row)} optimizer steps (none applied; "
-                f"optim.max_nonfinite_steps={limit}). Lower optim.lr, lengthen "
-                "optim.warmup_steps, set trainer.gradient_clip_val, or check the data."
-            )
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss_sum, count = self.loss(batch)
-        self.val_loss.update(loss_sum / count.clamp(min=1), weight=count)
-
-    def on_validation_epoch_end(self) -> None:
-        loss = self.val_loss.compute()
-        self.val_loss.reset()
-        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
-        self.log_validation_metrics(loss)
-
-    def log_validation_metrics(self, loss: Tensor) -> None:
-        """Extra validation metrics of a task."""
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
-
-    def on_test_epoch_end(self) -> None:
-        loss = self.val_loss.compute()
-        self.val_loss.reset()
-        self.log("test/loss", loss)
-        self.log_test_metrics(loss)
-
-    def log_test_metrics(self, loss: Tensor) -> None:
-        """Extra test metrics of a task."""
-
-    # --- probes (attention maps) -------------------------------------------------------------
-    def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
-        """A batch of one example made from raw text, with labels so `loss` can run it."""
-        raise NotImplementedError
-
-    def encode(self, text: str) -> list[int]:
-        if self.tokenizer is None:
+    # --- text in, for probes and tools ----------------------------------------------------
+    def require_codec(self) -> Codec:
+        if self.codec is None:
             raise ValueError("this model carries no tokenizer to encode text with")
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        if not ids:
-            raise ValueError(f"{text!r} encodes to no tokens")
-        return ids
+        return self.codec
+
+    def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
+        """A batch of one example made from raw text, with labels so `step` can run it."""
+        raise NotImplementedError
 
     @staticmethod
     def first_example(batch: dict[str, Tensor], max_length: int = 32) -> dict[str, Tensor]:
@@ -277,58 +293,21 @@ class TaskModule(L.LightningModule):
             one["labels"] = one["labels"][:, :length]
         return one
 
-    # --- optimisation ------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                (decay if param.dim() >= 2 else no_decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": self.optim.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(
-            groups,
-            lr=self.optim.lr,
-            betas=self.optim.betas,
-            eps=self.optim.eps,
-            # one kernel per parameter: 5x faster than the default on a CPU (52 ms of a 0.7 s
-            # MiniLM step), and on a GPU it skips non-finite steps on the device
-            fused=self.device.type in ("cpu", "cuda"),
-        )
-        total = int(self.trainer.estimated_stepping_batches)
-        optim = self.optim
-        schedule = LambdaLR(
-            optimizer,
-            lambda step: lr_multiplier(
-                step, optim.schedule, optim.warmup_steps, total, optim.min_lr_ratio
-            ),
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    # --- reporting ---------------------------------------------------------------------------
     def describe(self) -> str:
         params = sum(p.numel() for p in self.model.parameters())
         cfg = self.model.cfg
         return (
-            f"{type(self.model).__name__} {self.hparams.get('preset', '')} "
+            f"{type(self.model).__name__} {self.preset} "
             f"({cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads), "
             f"{params / 1e6:.2f}M parameters"
         )
 
 
-def encoder_text_batch(task: TaskModule, text: str, label: int | None) -> dict[str, Tensor]:
-    """[CLS] text [SEP] as a batch of one for an encoder task; `label` for classification,
-    None for masked LM (no position is a target)."""
-    ids = [
-        t
-        for t in (getattr(task, "bos_id", None), *task.encode(text), getattr(task, "eos_id", None))
-        if t is not None
-    ]
-    input_ids = torch.tensor([ids], device=task.device)
-    labels = (
-        torch.full_like(input_ids, -100)
-        if label is None
-        else torch.tensor([label], device=task.device)
-    )
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+def metric_goal(task: type[TaskModule], metric: str) -> Goal:
+    """Whether `metric` (e.g. "val/f1", "train/loss") of `task` is minimised or maximised."""
+    name = metric.rpartition("/")[2]
+    if name not in task.metric_goals:
+        raise KeyError(
+            f"{task.__name__} logs no metric {name!r} (it logs {list(task.metric_goals)})"
+        )
+    return task.metric_goals[name]

@@ -1,5 +1,5 @@
 """Sequence classification on the encoder's pooled first token, from scratch or from
-pretrained weights (a HF BERT folder, a packaged model, or our own MLM checkpoint)."""
+pretrained weights (a HF BERT folder, a packaged model, or one of our encoder checkpoints)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from modules.config import EncoderConfig
-from modules.tasks.base import OptimizerConfig, TaskModule, encoder_text_batch
-from modules.tasks.pretrained import fine_tuning_encoder
+from modules.batch import ClassificationBatch
+from modules.tasks.base import Goal, StepOutput, TaskModule
+from modules.tasks.language_modeling import encoder_text_batch
+from modules.tasks.optimization import OptimizerConfig
 
 # BERT fine-tuning: AdamW lr 5e-5 (Devlin et al.), weight decay 0.01, warm-up, linear decay.
 FINETUNE_OPTIM = OptimizerConfig(
@@ -21,29 +22,24 @@ FINETUNE_OPTIM = OptimizerConfig(
 
 
 class SequenceClassificationModule(TaskModule):
-    config_class = EncoderConfig
+    family = "encoder"
+    metric_goals: dict[str, Goal] = {"loss": "min", "accuracy": "max"}
+    default_monitor = "val/accuracy"
+    progress_metrics = ("loss", "accuracy")
+    model_changes = {"mlm_head": False}
 
     def __init__(
         self,
-        vocab_size: int,
-        pad_id: int,
-        num_classes: int,
-        bos_id: int | None = None,
-        eos_id: int | None = None,
-        tokenizer_path: str | None = None,
+        num_classes: int = 2,
         preset: str = "bert-base",
-        arch: dict[str, Any] | None = None,
-        init_from: str | None = None,
         classifier_dropout: float = 0.1,
         optim: OptimizerConfig = FINETUNE_OPTIM,
-        compile: bool = False,
+        **common: Any,
     ) -> None:
-        """With `init_from`, the architecture comes from the pretrained weights; `arch` may
-        then only change dropout."""
-        super().__init__(optim, compile, monitor="val/accuracy")
-        self.model = fine_tuning_encoder(
-            self, init_from, preset, arch, vocab_size, pad_id, mlm_head=False
-        )
+        """num_classes: linked from the data module. With `init_from`, the architecture comes
+        from the pretrained weights; `arch` may then only change dropout. `common`: see
+        TaskModule (codec, arch, init_from, compile, monitor)."""
+        super().__init__(preset=preset, optim=optim, **common)
         if self.model.pooler is None:
             raise ValueError("the encoder has no pooler; build it with pooler=True")
         self.head = nn.Sequential(
@@ -51,37 +47,30 @@ class SequenceClassificationModule(TaskModule):
         )
         nn.init.normal_(self.head[1].weight, std=0.02)
         nn.init.zeros_(self.head[1].bias)
-        self.accuracy = MeanMetric()
-        self.bos_id, self.eos_id = bos_id, eos_id
-        self.load_tokenizer(tokenizer_path)
+        self.add_metrics(accuracy=MeanMetric)
         self.store_hparams()
 
     def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
         return encoder_text_batch(self, text, label=0)
 
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+    def forward(self, batch: ClassificationBatch) -> Tensor:
         hidden = self.model(
             batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
         )
         return self.head(self.model.pool(hidden))
 
-    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        logits = self(batch)
-        labels = batch["labels"]
-        return F.cross_entropy(logits.float(), labels, reduction="sum"), torch.tensor(
-            labels.numel(), device=labels.device
-        )
+    def step(self, batch: ClassificationBatch) -> StepOutput:  # type: ignore[override]
+        logits, labels = self(batch), batch["labels"]
+        count = torch.tensor(labels.numel(), device=labels.device)
+        loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")
+        return StepOutput(loss_sum, count, {"logits": logits})
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits = self(batch)
-        labels = batch["labels"]
-        self.val_loss.update(F.cross_entropy(logits.float(), labels), weight=labels.numel())
-        self.accuracy.update((logits.argmax(-1) == labels).float())
-
-    def log_validation_metrics(self, loss: Tensor) -> None:
-        self.log("val/accuracy", self.accuracy.compute(), prog_bar=True)
-        self.accuracy.reset()
-
-    def log_test_metrics(self, loss: Tensor) -> None:
-        self.log("test/accuracy", self.accuracy.compute())
-        self.accuracy.reset()
+    def update_metrics(
+        self,
+        metrics: nn.ModuleDict,
+        batch: dict[str, Any],
+        out: StepOutput,
+        stage: str,
+        batch_idx: int,
+    ) -> None:
+        metrics["accuracy"].update((out.extras["logits"].argmax(-1) == batch["labels"]).float())

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from modules.config import DecoderConfig, EncoderConfig
+from modules.batch import CausalLMBatch, MaskedLMBatch
+from modules.codec import IGNORE
 from modules.generation import Sampling, generate
-from modules.models import DecoderTransformer, EncoderTransformer
-from modules.tasks.base import OptimizerConfig, TaskModule, encoder_text_batch
-from modules.tasks.pretrained import pretrained_model
+from modules.tasks.base import Goal, StepOutput, TaskModule
+from modules.tasks.optimization import OptimizerConfig
 
 # GPT-style: AdamW(0.9, 0.95), weight decay 0.1 on matrices, warm-up then cosine to 10%.
 CAUSAL_LM_OPTIM = OptimizerConfig(lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, warmup_steps=100)
@@ -31,10 +31,22 @@ def token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     loss_sum = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(),
         labels.reshape(-1),
-        ignore_index=-100,
+        ignore_index=IGNORE,
         reduction="sum",
     )
-    return loss_sum, (labels != -100).sum()
+    return loss_sum, (labels != IGNORE).sum()
+
+
+def encoder_text_batch(task: TaskModule, text: str, label: int | None) -> dict[str, Tensor]:
+    """[CLS] text [SEP] as a batch of one for an encoder task; `label` for classification,
+    None for masked LM (no position is a target)."""
+    input_ids = torch.tensor([task.require_codec().encode(text)], device=task.device)
+    labels = (
+        torch.full_like(input_ids, IGNORE)
+        if label is None
+        else torch.tensor([label], device=task.device)
+    )
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
 
 
 class CausalLMModule(TaskModule):
@@ -42,126 +54,140 @@ class CausalLMModule(TaskModule):
     validation it samples a continuation of the first validation window's opening tokens
     (a generator of its own, so training randomness is untouched) into `samples`."""
 
-    config_class = DecoderConfig
+    family = "decoder"
+    metric_goals: dict[str, Goal] = {"loss": "min", "ppl": "min"}
 
     def __init__(
         self,
-        vocab_size: int,
-        eos_id: int | None = None,
-        tokenizer_path: str | None = None,
         preset: str = "gpt2-small",
-        arch: dict[str, Any] | None = None,
-        init_from: str | None = None,
         sample_tokens: int = 200,
         sampling: Sampling = NANOGPT_SAMPLING,
         optim: OptimizerConfig = CAUSAL_LM_OPTIM,
-        compile: bool = False,
+        **common: Any,
     ) -> None:
-        """`init_from`: a HF GPT-2 folder, `package:MODULE`, or one of our .ckpt files to
-        fine-tune (its architecture wins; `arch` may only change dropout)."""
-        super().__init__(optim, compile)
-        if init_from:
-            self.model = pretrained_model(init_from, DecoderTransformer, vocab_size, arch)
-        else:
-            cfg = self.build_config(preset, arch, vocab_size=vocab_size)
-            self.model = DecoderTransformer(cfg)  # type: ignore[arg-type]
-        self.eos_id, self.sample_tokens = eos_id, sample_tokens
+        """`common`: see TaskModule (codec, arch, init_from, compile, monitor)."""
+        super().__init__(preset=preset, optim=optim, **common)
+        self.sample_tokens = sample_tokens
         self.sampling = Sampling(**sampling) if isinstance(sampling, dict) else sampling
-        self.load_tokenizer(tokenizer_path)
         self._prompt: list[int] = []
         self.store_hparams()
 
-    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return token_loss(self.model(batch["input_ids"]), batch["labels"])
+    def step(self, batch: CausalLMBatch) -> StepOutput:  # type: ignore[override]
+        return StepOutput(*token_loss(self.model(batch["input_ids"]), batch["labels"]))
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        super().validation_step(batch, batch_idx)
-        if batch_idx == 0:
+    def update_metrics(
+        self,
+        metrics: nn.ModuleDict,
+        batch: dict[str, Any],
+        out: StepOutput,
+        stage: str,
+        batch_idx: int,
+    ) -> None:
+        if batch_idx == 0 and stage == "val":
             self._prompt = batch["input_ids"][0, :16].tolist()
 
-    def log_validation_metrics(self, loss: Tensor) -> None:
-        self.log("val/ppl", loss.exp())
-        if (
-            self.tokenizer is not None
-            and self._prompt
-            and self.sample_tokens
-            and not self.trainer.sanity_checking
-            and bool(torch.isfinite(loss))  # a diverged model's logits cannot be sampled
-        ):
-            generator = torch.Generator(self.device).manual_seed(0)
-            stops = (self.eos_id,) if self.eos_id is not None else ()
-            [continuation] = generate(
-                self.model,
-                [self._prompt],
-                self.sample_tokens,
-                self.sampling,
-                stops,
-                overflow="slide",
-                generator=generator,
-            )
-            prompt, text = self.tokenizer.decode_batch([self._prompt, continuation])
-            self.samples = [{"prompt": prompt, "continuation": text}]
+    def metric_values(self, metrics: nn.ModuleDict, stage: str) -> dict[str, Tensor]:
+        loss = metrics["loss"].compute()
+        if stage == "val":
+            self.sample(loss)
+        return {"loss": loss, "ppl": loss.exp()}
 
-    def log_test_metrics(self, loss: Tensor) -> None:
-        self.log("test/ppl", loss.exp())
+    def sample(self, loss: Tensor) -> None:
+        """A continuation of the validation prompt into `samples`."""
+        if (
+            self.codec is None
+            or not self._prompt
+            or not self.sample_tokens
+            or self.trainer.sanity_checking
+            or not bool(torch.isfinite(loss))  # a diverged model's logits cannot be sampled
+        ):
+            return
+        generator = torch.Generator(self.device).manual_seed(0)
+        [continuation] = generate(
+            self.model,
+            [self._prompt],
+            self.sample_tokens,
+            self.sampling,
+            (self.codec.eos_id,),
+            overflow="slide",
+            generator=generator,
+        )
+        prompt, text = self.codec.decode_batch([self._prompt, continuation])
+        self.samples = [{"prompt": prompt, "continuation": text}]
+
+    def continue_text(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        sampling: Sampling,
+        stops: tuple[str, ...] = (),
+        num_samples: int = 1,
+        overflow: Literal["error", "slide"] = "error",
+        seed: int = 0,
+    ) -> list[str]:
+        """`num_samples` continuations of `prompt` (each with the prompt in front), ending at
+        the end-of-text token or at one of the one-token `stops`."""
+        codec = self.require_codec()
+        stop_ids = [codec.eos_id]
+        for text in stops:
+            ids = codec.encode(text)
+            if len(ids) != 1:
+                raise ValueError(f"--stop {text!r} is {len(ids)} tokens; a stop must be one token")
+            stop_ids.append(ids[0])
+        generator = torch.Generator(self.device).manual_seed(seed)
+        outputs = generate(
+            self.model,
+            [codec.encode(prompt)] * num_samples,
+            max_new_tokens,
+            sampling,
+            tuple(stop_ids),
+            overflow=overflow,
+            generator=generator,
+        )
+        return [prompt + codec.decode(ids) for ids in outputs]
 
     def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
-        ids = self.encode(text)
+        ids = self.require_codec().encode(text)
         return {
             "input_ids": torch.tensor([ids], device=self.device),
-            "labels": torch.tensor([[*ids[1:], -100]], device=self.device),
+            "labels": torch.tensor([[*ids[1:], IGNORE]], device=self.device),
         }
 
 
 class MaskedLMModule(TaskModule):
     """MLM loss and accuracy on the masked positions (masking is done by the collator)."""
 
-    config_class = EncoderConfig
+    family = "encoder"
+    metric_goals: dict[str, Goal] = {"loss": "min", "accuracy": "max"}
 
     def __init__(
-        self,
-        vocab_size: int,
-        pad_id: int,
-        bos_id: int | None = None,
-        eos_id: int | None = None,
-        tokenizer_path: str | None = None,
-        preset: str = "bert-base",
-        arch: dict[str, Any] | None = None,
-        optim: OptimizerConfig = MASKED_LM_OPTIM,
-        compile: bool = False,
+        self, preset: str = "bert-base", optim: OptimizerConfig = MASKED_LM_OPTIM, **common: Any
     ) -> None:
-        super().__init__(optim, compile)
-        cfg = self.build_config(preset, arch, vocab_size=vocab_size, pad_token_id=pad_id)
-        self.model = EncoderTransformer(cfg)  # type: ignore[arg-type]
-        self.accuracy = MeanMetric()
-        self.bos_id, self.eos_id = bos_id, eos_id
-        self.load_tokenizer(tokenizer_path)
+        """`common`: see TaskModule (codec, arch, init_from, compile, monitor)."""
+        super().__init__(preset=preset, optim=optim, **common)
+        self.add_metrics(accuracy=MeanMetric)
         self.store_hparams()
 
     def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
         return encoder_text_batch(self, text, label=None)
 
-    def _masked_logits(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Logits and labels of the masked positions only."""
+    def step(self, batch: MaskedLMBatch) -> StepOutput:  # type: ignore[override]
+        """Only the masked positions are projected onto the vocabulary."""
         hidden = self.model(
             batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
         )
-        chosen = batch["labels"] != -100
-        return self.model.mlm_logits(hidden, chosen), batch["labels"][chosen]
+        chosen = batch["labels"] != IGNORE
+        logits, labels = self.model.mlm_logits(hidden, chosen), batch["labels"][chosen]
+        return StepOutput(*token_loss(logits, labels), {"logits": logits, "labels": labels})
 
-    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return token_loss(*self._masked_logits(batch))
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits, labels = self._masked_logits(batch)
-        loss_sum, count = token_loss(logits, labels)
-        self.val_loss.update(loss_sum / count.clamp(min=1), weight=count)
-        self.accuracy.update((logits.argmax(-1) == labels).float())
-
-    def log_validation_metrics(self, loss: Tensor) -> None:
-        self.log("val/accuracy", self.accuracy.compute())
-        self.accuracy.reset()
-
-    def log_test_metrics(self, loss: Tensor) -> None:
-        self.log("test/accuracy", self.accuracy.compute())
-        self.accuracy.reset()
+    def update_metrics(
+        self,
+        metrics: nn.ModuleDict,
+        batch: dict[str, Any],
+        out: StepOutput,
+        stage: str,
+        batch_idx: int,
+    ) -> None:
+        metrics["accuracy"].update(
+            (out.extras["logits"].argmax(-1) == out.extras["labels"]).float()
+        )

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from modules.config import EncoderConfig
-from modules.tasks.base import OptimizerConfig, TaskModule
+from modules.batch import QuestionAnsweringBatch
+from modules.tasks.base import Goal, StepOutput, TaskModule
 from modules.tasks.classification import FINETUNE_OPTIM
-from modules.tasks.pretrained import fine_tuning_encoder
+from modules.tasks.optimization import OptimizerConfig
 
 
 def normalize_answer(text: str) -> str:
@@ -60,43 +60,36 @@ def best_spans(
 class QuestionAnsweringModule(TaskModule):
     """BERT's SQuAD head: a linear layer gives each token a start and an end logit. The loss
     is the cross-entropy of the start and of the end position (two targets per feature).
-    Validation takes, for every question, the best span over all windows of its context (at
+    Evaluation takes, for every question, the best span over all windows of its context (at
     most `max_answer_length` tokens), reads it from the context with the offset mapping, and
     reports SQuAD v1.1 exact match and F1 (0-100) against all reference answers."""
 
-    config_class = EncoderConfig
+    family = "encoder"
+    metric_goals: dict[str, Goal] = {"loss": "min", "exact_match": "max", "f1": "max"}
+    default_monitor = "val/f1"
+    progress_metrics = ("loss", "exact_match", "f1")
+    model_changes = {"mlm_head": False, "pooler": False}
 
     def __init__(
         self,
-        vocab_size: int,
-        pad_id: int,
-        bos_id: int | None = None,
-        eos_id: int | None = None,
-        tokenizer_path: str | None = None,
         preset: str = "bert-base",
-        arch: dict[str, Any] | None = None,
-        init_from: str | None = None,
         max_answer_length: int = 30,
         optim: OptimizerConfig = FINETUNE_OPTIM,
-        compile: bool = False,
+        **common: Any,
     ) -> None:
         """With `init_from`, the architecture comes from the pretrained weights; `arch` may
-        then only change dropout."""
-        super().__init__(optim, compile, monitor="val/f1")
-        self.model = fine_tuning_encoder(
-            self, init_from, preset, arch, vocab_size, pad_id, mlm_head=False, pooler=False
-        )
+        then only change dropout. `common`: see TaskModule (codec, arch, init_from, compile,
+        monitor)."""
+        super().__init__(preset=preset, optim=optim, **common)
         self.head = nn.Linear(self.model.cfg.d_model, 2)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.max_answer_length = max_answer_length
-        self.bos_id, self.eos_id = bos_id, eos_id
-        self.exact_match, self.f1 = MeanMetric(), MeanMetric()
+        self.add_metrics(exact_match=MeanMetric, f1=MeanMetric)
         self._answers: dict[int, tuple[float, str, list[str]]] = {}  # example -> best so far
-        self.load_tokenizer(tokenizer_path)
         self.store_hparams()
 
-    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    def forward(self, batch: QuestionAnsweringBatch) -> tuple[Tensor, Tensor]:
         """Start and end logits (batch, seq); padding gets the lowest value."""
         hidden = self.model(
             batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
@@ -106,20 +99,23 @@ class QuestionAnsweringModule(TaskModule):
         start, end = logits.unbind(-1)
         return start, end
 
-    def _loss(self, start: Tensor, end: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    def step(self, batch: QuestionAnsweringBatch) -> StepOutput:  # type: ignore[override]
+        start, end = self(batch)
         loss_sum = F.cross_entropy(start, batch["start_positions"], reduction="sum")
         loss_sum = loss_sum + F.cross_entropy(end, batch["end_positions"], reduction="sum")
-        return loss_sum, torch.tensor(2 * start.size(0), device=start.device)
+        count = torch.tensor(2 * start.size(0), device=start.device)
+        return StepOutput(loss_sum, count, {"start": start, "end": end})
 
-    def loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        return self._loss(*self(batch), batch)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        start, end = self(batch)
-        loss_sum, count = self._loss(start, end, batch)
-        self.val_loss.update(loss_sum / count, weight=count)
+    def update_metrics(
+        self,
+        metrics: nn.ModuleDict,
+        batch: dict[str, Any],
+        out: StepOutput,
+        stage: str,
+        batch_idx: int,
+    ) -> None:
         scores, firsts, lasts = best_spans(
-            start, end, batch["offset_mapping"], self.max_answer_length
+            out.extras["start"], out.extras["end"], batch["offset_mapping"], self.max_answer_length
         )
         offsets = batch["offset_mapping"].tolist()
         rows = zip(
@@ -136,24 +132,19 @@ class QuestionAnsweringModule(TaskModule):
             if example not in self._answers or score > self._answers[example][0]:
                 self._answers[example] = (score, text, answers)
 
-    def _log_answers(self, stage: str) -> None:
+    def metric_values(self, metrics: nn.ModuleDict, stage: str) -> dict[str, Tensor]:
         for _, prediction, answers in self._answers.values():
             exact, f1 = squad_scores(prediction, answers)
-            self.exact_match.update(exact)
-            self.f1.update(f1)
+            metrics["exact_match"].update(exact)
+            metrics["f1"].update(f1)
         if self._answers and stage == "val":
             self.samples = [
                 {"prediction": prediction, "answers": " | ".join(answers)}
                 for _, prediction, answers in list(self._answers.values())[:4]
             ]
         self._answers = {}
-        self.log(f"{stage}/exact_match", self.exact_match.compute() * 100, prog_bar=True)
-        self.log(f"{stage}/f1", self.f1.compute() * 100, prog_bar=True)
-        self.exact_match.reset()
-        self.f1.reset()
-
-    def log_validation_metrics(self, loss: Tensor) -> None:
-        self._log_answers("val")
-
-    def log_test_metrics(self, loss: Tensor) -> None:
-        self._log_answers("test")
+        return {
+            "loss": metrics["loss"].compute(),
+            "exact_match": metrics["exact_match"].compute() * 100,
+            "f1": metrics["f1"].compute() * 100,
+        }

@@ -1,4 +1,5 @@
-"""Encoder-decoder translation: label-smoothed loss, greedy-decoded BLEU on validation."""
+"""Encoder-decoder translation: label-smoothed loss; validation decodes greedily and scores the
+detokenised text, the test stage and `predict` decode with beam search."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
-from modules.config import EncoderDecoderConfig
-from modules.generation import beam_search, greedy_translate, until_eos
-from modules.models import EncoderDecoderTransformer
-from modules.tasks.base import OptimizerConfig, TaskModule
+from modules.batch import Seq2SeqBatch
+from modules.codec import IGNORE
+from modules.generation import until_stop
+from modules.seq2seq import beam_search, greedy_translate
+from modules.tasks.base import Goal, StepOutput, TaskModule
+from modules.tasks.optimization import OptimizerConfig
 
 # The paper's optimiser: Adam(0.9, 0.98, 1e-9), inverse square-root decay after warm-up.
 TRANSLATION_OPTIM = OptimizerConfig(
@@ -24,47 +27,51 @@ TRANSLATION_OPTIM = OptimizerConfig(
     schedule="inverse_sqrt",
     warmup_steps=4000,
 )
+TextMetric = Literal["bleu", "chrf", "exact_match"]
+METRICS = {  # what each text metric is made of, and the factor to its reported scale
+    "bleu": (SacreBLEUScore, 100.0),
+    "chrf": (lambda: CHRFScore(n_word_order=0), 100.0),  # chrF (sacreBLEU's default), not chrF++
+    "exact_match": (MeanMetric, 1.0),
+}
 
 
 class TranslationModule(TaskModule):
-    config_class = EncoderDecoderConfig
+    family = "encoder-decoder"
+    metric_goals: dict[str, Goal] = {
+        "loss": "min",
+        "bleu": "max",
+        "chrf": "max",
+        "exact_match": "max",
+    }
+    default_monitor = "val/bleu"
+    progress_metrics = ("loss", "bleu", "exact_match")
 
     def __init__(
         self,
-        vocab_size: int,
-        pad_id: int,
-        bos_id: int,
-        eos_id: int,
-        tokenizer_path: str | None = None,
         preset: str = "paper-base",
-        arch: dict[str, Any] | None = None,
         label_smoothing: float = 0.1,
-        bleu: bool = True,
-        monitor: Literal["val/bleu", "val/chrf", "val/exact_match", "val/loss"] = "val/bleu",
+        metrics: list[TextMetric] | None = None,
         beam_size: int = 4,
         length_penalty: float = 0.6,
         optim: OptimizerConfig = TRANSLATION_OPTIM,
-        compile: bool = False,
+        **common: Any,
     ) -> None:
-        """Validation decodes greedily and scores sacreBLEU, chrF and exact match on
-        detokenised text when `bleu` and `tokenizer_path` (linked from the data module) are
-        set; the test stage and `predict` decode with beam search (`beam_size`,
-        `length_penalty` alpha; the paper's 4 and 0.6). `monitor` picks the best checkpoint
-        (chrF suits one-word outputs, where BLEU's 4-grams do not exist)."""
-        super().__init__(optim, compile, monitor if bleu and tokenizer_path else "val/loss")
-        cfg = self.build_config(preset, arch, vocab_size=vocab_size, pad_token_id=pad_id)
-        self.model = EncoderDecoderTransformer(cfg)  # type: ignore[arg-type]
-        self.bos_id, self.eos_id = bos_id, eos_id
+        """Validation decodes greedily and scores `metrics` (sacreBLEU, chrF, exact match; all
+        three by default) on detokenised text; the test stage and `predict` decode with beam
+        search (`beam_size`, `length_penalty` alpha; the paper's 4 and 0.6). chrF and exact
+        match suit one-word outputs, where BLEU's 4-grams do not exist. `common`: see
+        TaskModule (codec, arch, init_from, compile, monitor)."""
+        super().__init__(preset=preset, optim=optim, **common)
+        self.text_metrics = list(METRICS) if metrics is None else list(metrics)
         self.beam_size, self.length_penalty = beam_size, length_penalty
         self.label_smoothing = label_smoothing
-        self.load_tokenizer(tokenizer_path)
-        self.decode_during_validation = bleu
-        self.bleu = SacreBLEUScore()
-        self.chrf = CHRFScore(n_word_order=0)  # chrF (sacreBLEU default), not chrF++
-        self.exact_match = MeanMetric()
+        self.add_metrics(**{name: METRICS[name][0] for name in self.text_metrics})
         self.store_hparams()
 
-    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def logged_metrics(self) -> list[str]:
+        return ["loss", *self.text_metrics] if self.codec is not None else ["loss"]
+
+    def step(self, batch: Seq2SeqBatch) -> StepOutput:  # type: ignore[override]
         logits = self.model(
             batch["input_ids"], batch["decoder_input_ids"], attention_mask=batch["attention_mask"]
         )
@@ -72,80 +79,121 @@ class TranslationModule(TaskModule):
         loss_sum = F.cross_entropy(
             logits.flatten(0, 1).float(),
             labels.flatten(),
-            ignore_index=-100,
+            ignore_index=IGNORE,
             label_smoothing=self.label_smoothing,
             reduction="sum",
         )
-        return loss_sum, (labels != -100).sum()
+        return StepOutput(loss_sum, (labels != IGNORE).sum())
 
-    def translate(self, input_ids: Tensor, attention_mask: Tensor, beam_size: int = 1) -> list[str]:
-        """Detokenised translations: greedy (beam_size 1) or beam search."""
-        assert self.tokenizer is not None
+    def translate(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        beam_size: int = 1,
+        length_penalty: float | None = None,
+    ) -> list[str]:
+        """Detokenised translations: greedy (beam_size 1) or beam search (with the task's
+        length penalty unless one is given)."""
+        codec = self.require_codec()
         if beam_size == 1:
-            ids = greedy_translate(self.model, input_ids, attention_mask, self.bos_id, self.eos_id)
-            rows = [until_eos(row, self.eos_id) for row in ids.tolist()]
+            ids = greedy_translate(
+                self.model, input_ids, attention_mask, codec.bos_id, codec.eos_id
+            )
+            rows = [until_stop(row, (codec.eos_id,)) for row in ids.tolist()]
         else:
             hypotheses = beam_search(
                 self.model,
                 input_ids,
                 attention_mask,
-                self.bos_id,
-                self.eos_id,
+                codec.bos_id,
+                codec.eos_id,
                 beam_size,
-                self.length_penalty,
+                self.length_penalty if length_penalty is None else length_penalty,
             )
             rows = [h.tokens for h in hypotheses]
-        return self.tokenizer.decode_batch(rows)
+        return codec.decode_batch(rows)
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[str]:
+    def translate_texts(
+        self,
+        texts: list[str],
+        beam_size: int,
+        length_penalty: float | None = None,
+        batch_size: int = 64,
+    ) -> list[str]:
+        """Translations of raw sentences in their order (empty lines stay empty), decoded in
+        batches of similar length."""
+        codec = self.require_codec()
+        encoded = [codec.encode(text) if text.strip() else [] for text in texts]
+        longest = self.model.cfg.max_length
+        for number, ids in enumerate(encoded, start=1):
+            if len(ids) > longest:
+                raise ValueError(
+                    f"line {number} has {len(ids)} tokens; the model reads at most {longest}"
+                )
+        order = sorted((i for i in range(len(texts)) if encoded[i]), key=lambda i: len(encoded[i]))
+        output = [""] * len(texts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            ids, mask = codec.pad([encoded[i] for i in chunk])
+            translations = self.translate(
+                ids.to(self.device), mask.to(self.device), beam_size, length_penalty
+            )
+            for i, text in zip(chunk, translations, strict=True):
+                output[i] = text
+        return output
+
+    def predict_step(self, batch: Seq2SeqBatch, batch_idx: int) -> list[str]:
         return self.translate(batch["input_ids"], batch["attention_mask"], self.beam_size)
 
     def text_batch(self, text: str, target: str | None = None) -> dict[str, Tensor]:
         """The source `text` with `target` (default: the model's greedy translation)."""
-        source = torch.tensor([self.encode(text)], device=self.device)
+        codec = self.require_codec()
+        source = torch.tensor([codec.encode(text)], device=self.device)
         mask = torch.ones_like(source)
         if target is None:
-            ids = greedy_translate(self.model, source, mask, self.bos_id, self.eos_id)
-            target_ids = until_eos(ids[0].tolist(), self.eos_id)
+            ids = greedy_translate(self.model, source, mask, codec.bos_id, codec.eos_id)
+            target_ids = until_stop(ids[0].tolist(), (codec.eos_id,))
         else:
-            target_ids = self.encode(target)
+            target_ids = codec.encode(target)
+        decoder_input, labels = codec.target(target_ids)
         return {
             "input_ids": source,
             "attention_mask": mask,
-            "decoder_input_ids": torch.tensor([[self.bos_id, *target_ids]], device=self.device),
-            "labels": torch.tensor([[*target_ids, self.eos_id]], device=self.device),
+            "decoder_input_ids": torch.tensor([decoder_input], device=self.device),
+            "labels": torch.tensor([labels], device=self.device),
         }
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        super().validation_step(batch, batch_idx)
-        if self.tokenizer is None or not self.decode_during_validation:
+    def update_metrics(
+        self,
+        metrics: nn.ModuleDict,
+        batch: dict[str, Any],
+        out: StepOutput,
+        stage: str,
+        batch_idx: int,
+    ) -> None:
+        if self.codec is None or not self.text_metrics:
             return
-        beam = self.beam_size if self.trainer.testing else 1  # validation: greedy, cheaper
+        beam = self.beam_size if stage == "test" else 1  # validation: greedy, cheaper
         hypotheses = self.translate(batch["input_ids"], batch["attention_mask"], beam)
         labels = [[t for t in row if t >= 0] for row in batch["labels"].tolist()]
-        references = self.tokenizer.decode_batch([until_eos(r, self.eos_id) for r in labels])
-        self.bleu.update(hypotheses, [[r] for r in references])
-        self.chrf.update(hypotheses, [[r] for r in references])
-        matches = torch.tensor([h == r for h, r in zip(hypotheses, references, strict=True)])
-        self.exact_match.update(matches.float())
-        if batch_idx == 0:
-            sources = self.tokenizer.decode_batch(batch["input_ids"][:4].tolist())
+        eos = (self.codec.eos_id,)
+        references = self.codec.decode_batch([until_stop(r, eos) for r in labels])
+        for name in self.text_metrics:
+            if name == "exact_match":
+                matches = [h == r for h, r in zip(hypotheses, references, strict=True)]
+                metrics[name].update(torch.tensor(matches).float())
+            else:
+                metrics[name].update(hypotheses, [[r] for r in references])
+        if batch_idx == 0 and stage == "val":
+            sources = self.codec.decode_batch(batch["input_ids"][:4].tolist())
             self.samples = [
                 {"source": s, "hypothesis": h, "reference": r}
                 for s, h, r in zip(sources, hypotheses[:4], references[:4], strict=False)
             ]
 
-    def _log_decoding(self, stage: str) -> None:
-        if self.tokenizer is None or not self.decode_during_validation:
-            return
-        self.log(f"{stage}/bleu", self.bleu.compute() * 100, prog_bar=stage == "val")
-        self.log(f"{stage}/chrf", self.chrf.compute() * 100)
-        self.log(f"{stage}/exact_match", self.exact_match.compute(), prog_bar=stage == "val")
-        for metric in (self.bleu, self.chrf, self.exact_match):
-            metric.reset()
-
-    def log_validation_metrics(self, loss: Tensor) -> None:
-        self._log_decoding("val")
-
-    def log_test_metrics(self, loss: Tensor) -> None:
-        self._log_decoding("test")
+    def metric_values(self, metrics: nn.ModuleDict, stage: str) -> dict[str, Tensor]:
+        values = {"loss": metrics["loss"].compute()}
+        if self.codec is not None:
+            for name in self.text_metrics:
+                values[name] = metrics[name].compute() * METRICS[name][1]
+        return values

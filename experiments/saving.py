@@ -1,6 +1,7 @@
-"""checkpoints/last.ckpt, the state `--ckpt_path last` resumes: written after every validation,
-at the end of training, and when SIGTERM (a preempted or timed-out SLURM job) or Ctrl+C stops
-the run at the end of a step."""
+"""Writing checkpoints: whole or not at all (a temporary file renamed into place), never a
+diverged model as the best, and checkpoints/last.ckpt, the state `--ckpt_path last` resumes:
+written after every validation, at the end of training, and when SIGTERM (a preempted or
+timed-out SLURM job) or Ctrl+C stops the run at the end of a step."""
 
 from __future__ import annotations
 
@@ -12,9 +13,42 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Checkpoint
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
+
+from modules.lightning_compat import forget_sigterm
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it and renames it into place, so a
+    process killed while writing leaves the previous checkpoint (e.g. last.ckpt) loadable."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        try:
+            super().save_checkpoint(checkpoint, temporary, storage_options)
+            os.replace(temporary, final)
+        finally:
+            temporary.unlink(missing_ok=True)
+        for stale in final.parent.glob(".*.tmp-*"):  # left behind by a killed process
+            stale.unlink(missing_ok=True)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that never keeps a non-finite score (a diverged model) as a best."""
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: Tensor | None = None) -> bool:
+        if current is not None and not bool(torch.isfinite(current).all()):
+            return False
+        return super().check_monitor_top_k(trainer, current)
 
 
 class LastCheckpoint(Checkpoint):
@@ -80,7 +114,7 @@ class LastCheckpoint(Checkpoint):
         if self.signal is not None and not trainer.sanity_checking:
             # Lightning checks for SIGTERM after every validation batch; hide it until the
             # validation is complete (Lightning has no public switch for this).
-            trainer._signal_connector.received_sigterm = False
+            forget_sigterm(trainer)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
