@@ -124,4 +124,3 @@ class RunFolder:
             if not any(path.glob("checkpoints/*.ckpt")):
                 shutil.rmtree(path, ignore_errors=True)
         cls.created_here.clear()
-
