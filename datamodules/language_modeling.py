@@ -1,30 +1,120 @@
-"""Text for language models: a packed token stream for causal LMs, masked chunks for MLM."""
+"""Text for language models, tokenised once into the token store (datamodules.token_store):
+a token stream cut into windows for causal LMs, rows of [CLS] pieces [SEP] for masked LMs."""
 
 from __future__ import annotations
 
-from itertools import chain
-from typing import Any
+import copy
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from datasets import Dataset
+from datasets import DatasetDict, IterableDataset
 from tokenizers import Encoding
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from datamodules.base import TextDataModule
+from datamodules.cache import cache_key
 from datamodules.collators import MaskedLMCollator
-from datamodules.samplers import WindowSampler
-from datamodules.sources import DataError, Source
-from datamodules.tokenization import TokenizerSpec
+from datamodules.preparation import Encoded, encode_in_parallel
+from datamodules.samplers import RandomWindowSampler, ShardedSampler, WindowSampler
+from datamodules.sources import DataError, Source, fingerprint, load_streaming, require_columns
+from datamodules.streaming import StreamedWindows, StreamProgress, text_key
+from datamodules.token_store import (
+    DEFAULT_SHARD_TOKENS,
+    FORMAT_VERSION,
+    ShardedArray,
+    StoreError,
+    StoreSplit,
+    check_store,
+    open_store,
+    token_dtype,
+    write_manifest,
+    write_split,
+)
+from datamodules.tokenization import TextTokenizer, TokenizerSpec
+
+
+def flatten(encoded: dict[str, list[list[int]]], dtypes: dict[str, np.dtype]) -> Encoded:
+    """Columns of rows (lists of ids) -> one flat array per column and the rows' lengths."""
+    rows = next(iter(encoded.values()))
+    lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+    total = int(lengths.sum())
+    columns = {
+        name: np.fromiter(chain.from_iterable(encoded[name]), dtype, total)
+        for name, dtype in dtypes.items()
+    }
+    return columns, lengths
+
+
+class StoredTextDataModule(TextDataModule):
+    """A data module whose tokenised splits live in the token store: `prepare_data` encodes
+    the raw rows with every core (`num_proc` processes; None: all) into shards of
+    `shard_tokens` tokens (layout only: not part of the cache key), `setup` maps them."""
+
+    def __init__(
+        self,
+        source: Source,
+        tokenizer: TokenizerSpec,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        shard_tokens: int = DEFAULT_SHARD_TOKENS,
+        num_proc: int | None = None,
+    ) -> None:
+        super().__init__(source, tokenizer, batch_size, num_workers, seed, cache_dir)
+        self.shard_tokens, self.num_proc = shard_tokens, num_proc
+        self.stores: dict[str, StoreSplit] = {}
+
+    def store_columns(self) -> dict[str, np.dtype]:
+        """The stored columns and their item types."""
+        raise NotImplementedError
+
+    def encode_rows(self, batch: dict[str, list]) -> Encoded:
+        return flatten(self.encode(batch), self.store_columns())
+
+    def processing(self) -> dict[str, Any]:
+        return {"store": FORMAT_VERSION}
+
+    def write_cache(self, folder: Path) -> None:
+        splits = {}
+        for split, data in self.raw.items():
+            rows = data.select_columns(self.text_columns())
+            batches = encode_in_parallel(rows, self.encode_rows, self.num_proc, label=split)
+            splits[split] = write_split(
+                folder / split, batches, self.store_columns(), self.shard_tokens
+            )
+        write_manifest(folder, splits, vocab_size=self.vocab_size, tokenizer=self.tokenizer.digest)
+
+    def cache_problem(self, folder: Path) -> str | None:
+        try:
+            check_store(folder, list(self.raw))
+        except StoreError as error:
+            return str(error)
+        return None
+
+    def load_cache(self, folder: Path) -> None:
+        self.stores = open_store(folder, list(self.raw))
+
+    def store(self, split: str) -> StoreSplit:
+        self.setup()
+        if split not in self.stores:
+            raise DataError(f"source {self.source.describe()} has no {split!r} split")
+        return self.stores[split]
 
 
 class TokenWindows(TorchDataset):
     """Windows of a token stream: item `start` is input_ids = stream[start : start+block]
     and labels = stream[start+1 : start+block+1] (labels are already shifted)."""
 
-    def __init__(self, stream: np.ndarray, block: int) -> None:
+    def __init__(self, stream: np.ndarray | ShardedArray, block: int) -> None:
         self.stream, self.block = stream, block
 
     def __len__(self) -> int:
@@ -35,15 +125,34 @@ class TokenWindows(TorchDataset):
         return {"input_ids": window[:-1], "labels": window[1:]}
 
 
-def token_stream(data: Dataset) -> np.ndarray:
-    """The `ids` lists of every row, concatenated (zero-copy from Arrow)."""
-    column = data.data.column("ids").combine_chunks()
-    return column.flatten().to_numpy()
+@dataclass
+class DocumentEncoder:
+    """Documents -> their ids, each ended by the end-of-text id, as one flat array."""
+
+    tokenizer: TextTokenizer
+    text_column: str
+    dtype: np.dtype
+
+    def documents(self, batch: dict[str, list]) -> list[list[int]]:
+        eos = [self.tokenizer.eos_id]
+        return [ids + eos for ids in self.tokenizer.encode_batch(batch[self.text_column])]
+
+    def __call__(self, batch: dict[str, list]) -> Encoded:
+        return flatten({"ids": self.documents(batch)}, {"ids": self.dtype})
 
 
-class CausalLMDataModule(TextDataModule):
-    """Documents, each ended by an end-of-text token, joined into one stream, cut into `block_size`
-    windows; the training windows move by a random shift every epoch."""
+class CausalLMDataModule(StoredTextDataModule):
+    """Documents, each ended by an end-of-text token, joined into one stream, cut into
+    `block_size` windows.
+
+    sampling: `shifted` (default) takes every non-overlapping window once per epoch, in a
+    random order, all window boundaries moved by a random shift each epoch; `random` draws
+    windows at random starts with replacement (nanoGPT's get_batch). Both are pure functions
+    of (seed, epoch, global position), so a resumed run continues exactly and the windows of
+    an optimizer step do not depend on the number of devices.
+
+    With `source.streaming` the training split is read as a stream and tokenised while
+    training (datamodules/streaming.py: what it costs); validation and test are stored."""
 
     def __init__(
         self,
@@ -55,47 +164,151 @@ class CausalLMDataModule(TextDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
+        sampling: Literal["shifted", "random"] = "shifted",
+        shard_tokens: int = DEFAULT_SHARD_TOKENS,
+        num_proc: int | None = None,
     ) -> None:
-        super().__init__(source, tokenizer, batch_size, num_workers, seed, cache_dir)
-        self.block_size, self.text_column = block_size, text_column
-        self.streams: dict[str, np.ndarray] = {}
+        super().__init__(
+            source, tokenizer, batch_size, num_workers, seed, cache_dir, shard_tokens, num_proc
+        )
+        self.block_size, self.text_column, self.sampling = block_size, text_column, sampling
+        self.progress = StreamProgress()
 
     def text_columns(self) -> list[str]:
         return [self.text_column]
 
+    def store_columns(self) -> dict[str, np.dtype]:
+        return {"ids": token_dtype(self.vocab_size)}
+
+    @cached_property
+    def document_encoder(self) -> DocumentEncoder:
+        return DocumentEncoder(self.tokenizer, self.text_column, token_dtype(self.vocab_size))
+
     def encode(self, batch: dict[str, list]) -> dict[str, list]:
-        eos = self.tokenizer.eos_id
-        ids = self.tokenizer.encode_batch(batch[self.text_column])
-        return {"ids": [np.asarray([*i, eos], np.int32) for i in ids]}
+        return {"ids": self.document_encoder.documents(batch)}
+
+    def encode_rows(self, batch: dict[str, list]) -> Encoded:
+        return self.document_encoder(batch)
+
+    # --- streaming ----------------------------------------------------------------------------
+    @cached_property
+    def streamed(self) -> tuple[IterableDataset, DatasetDict, bool]:
+        return load_streaming(self.source)
+
+    @cached_property
+    def raw(self) -> DatasetDict:
+        """The raw splits; when streaming, only the evaluation splits (read into memory)."""
+        if not self.source.streaming:
+            return super().raw
+        evaluation = self.streamed[1]
+        require_columns(evaluation, self.required_columns(), self.source)
+        return evaluation
+
+    @cached_property
+    def data_hash(self) -> str:
+        if not self.source.streaming:
+            return super().data_hash
+        return cache_key("stream", asdict(self.source), fingerprint(self.raw, self.text_columns()))
+
+    def training_texts(self) -> Iterator[str]:
+        if not self.source.streaming:
+            yield from super().training_texts()
+            return
+        limit = self.tokenizer_spec.max_training_texts
+        if limit is None:
+            raise DataError(
+                "a streamed source trains its tokenizer on its first texts: set "
+                "data.tokenizer.max_training_texts, or load one with data.tokenizer.path"
+            )
+        for row in islice(self.streamed[0], limit):
+            if row[self.text_column]:
+                yield row[self.text_column]
+
+    def stream_loader(self) -> DataLoader:
+        rank, world_size, _ = self.world
+        stream, evaluation, from_train = self.streamed
+        held_out = frozenset(
+            text_key(t) for t in evaluation["validation"][self.text_column] if from_train
+        )
+        windows = StreamedWindows(
+            stream,
+            self.document_encoder,
+            self.text_column,
+            self.block_size,
+            self.per_device_batch_size(),
+            rank,
+            world_size,
+            self.num_workers,
+            held_out,
+            copy.deepcopy(self.progress.state),
+        )
+        return DataLoader(
+            windows,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.progress.record(batch)  # a streamed batch's reader position
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stream positions of every rank (gathered: only rank 0 writes checkpoints)."""
+        if not self.source.streaming:
+            return {}
+        ranks = [self.progress.state]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            ranks = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(ranks, self.progress.state)
+        return {"stream": {"workers": max(1, self.num_workers), "ranks": ranks}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        stream = state_dict.get("stream")
+        if stream is None:
+            return
+        rank, world_size, _ = self.world
+        workers = max(1, self.num_workers)
+        if len(stream["ranks"]) != world_size or stream["workers"] != workers:
+            raise DataError(
+                f"the checkpoint's stream positions are for {len(stream['ranks'])} device(s) x "
+                f"{stream['workers']} loader worker(s), this run has {world_size} x {workers}: "
+                "resume a streamed run with the same trainer.devices and data.num_workers"
+            )
+        self.progress = StreamProgress(copy.deepcopy(stream["ranks"][rank]))
+
+    @property
+    def streams(self) -> dict[str, ShardedArray]:
+        """The token stream of each split (memory-mapped)."""
+        return {split: store.columns["ids"] for split, store in self.stores.items()}
 
     def on_loaded(self) -> None:
-        for split, data in self.splits.items():
-            self.streams[split] = token_stream(data)
-            if len(self.streams[split]) <= self.block_size:
+        for split, stream in self.streams.items():
+            if len(stream) <= self.block_size:
                 raise DataError(
-                    f"split {split!r} of {self.source.describe()} has {len(self.streams[split])} "
+                    f"split {split!r} of {self.source.describe()} has {len(stream)} "
                     f"tokens, fewer than one window of data.block_size={self.block_size} + 1"
                 )
 
     def make_loader(self, split: str, train: bool) -> DataLoader:
-        if split not in self.streams:
-            self.split(split)
-        stream = self.streams[split]
+        if train and self.source.streaming:
+            return self.stream_loader()
+        stream = self.store(split).columns["ids"]
         rank, world_size, _ = self.world
-        sampler = WindowSampler(
-            len(stream),
-            self.block_size,
-            shuffle=train,
-            seed=self.seed,
-            rank=rank,
-            world_size=world_size,
-            even=train,
-        )
+        shards = {"seed": self.seed, "rank": rank, "world_size": world_size}
+        sampler: ShardedSampler
+        if train and self.sampling == "random":
+            sampler = RandomWindowSampler(len(stream), self.block_size, **shards)
+        else:
+            sampler = WindowSampler(
+                len(stream), self.block_size, shuffle=train, even=train, **shards
+            )
         batches = BatchSampler(sampler, self.per_device_batch_size(), drop_last=train)
         return self.loader(TokenWindows(stream, self.block_size), batches, train)
 
     def describe(self) -> str:
         tokens = ", ".join(f"{k} {len(v):,} tokens" for k, v in self.streams.items())
+        if self.source.streaming:
+            tokens = f"train streamed, {tokens}"
         return (
             f"{self.source.describe()} ({tokens or 'not loaded'}; vocabulary {self.vocab_size:,})"
         )
@@ -122,7 +335,20 @@ def pack_greedily(lengths: list[int], room: int) -> list[list[int]]:
     return groups
 
 
-class MaskedLMDataModule(TextDataModule):
+class StoredRows(TorchDataset):
+    """Row `i` of a stored split as lists of ids, one per column (as an Arrow row reads)."""
+
+    def __init__(self, store: StoreSplit) -> None:
+        self.store = store
+
+    def __len__(self) -> int:
+        return self.store.n_rows
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return {name: column.tolist() for name, column in self.store.row(index).items()}
+
+
+class MaskedLMDataModule(StoredTextDataModule):
     """Rows of text as [CLS] pieces [SEP] sequences of up to `max_length` tokens, padded per
     batch. A row longer than a sequence is cut into full pieces.
 
@@ -130,7 +356,7 @@ class MaskedLMDataModule(TextDataModule):
     only (a row that does not fit in what is left starts the next sequence), so sequences are
     nearly full and short rows (sentences) share one. [SEP] always ends a row, so packing
     never runs two rows (documents) into each other. Rows are packed within each batch of
-    1,000 rows that `datasets.map` hands over.
+    1,000 rows that preparation encodes at once (preparation.ROWS_PER_BATCH).
     BERT masking (`mask_probability`) is drawn anew for every training batch by the collator
     (dynamic masking); validation and test masks are fixed per batch, so their loss and
     accuracy compare between evaluations. whole_word_masking: all pieces of a word are masked
@@ -149,8 +375,12 @@ class MaskedLMDataModule(TextDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
+        shard_tokens: int = DEFAULT_SHARD_TOKENS,
+        num_proc: int | None = None,
     ) -> None:
-        super().__init__(source, tokenizer, batch_size, num_workers, seed, cache_dir)
+        super().__init__(
+            source, tokenizer, batch_size, num_workers, seed, cache_dir, shard_tokens, num_proc
+        )
         if max_length < 3:
             raise ValueError(f"data.max_length={max_length} leaves no room between [CLS] and [SEP]")
         self.max_length, self.text_column = max_length, text_column
@@ -162,6 +392,7 @@ class MaskedLMDataModule(TextDataModule):
 
     def processing(self) -> dict[str, Any]:
         return {
+            **super().processing(),
             "max_length": self.max_length,
             "pack": self.pack,
             "whole_word_masking": self.whole_word_masking,
@@ -183,6 +414,23 @@ class MaskedLMDataModule(TextDataModule):
         if self.whole_word_masking:
             out["word_starts"] = [[1, *chain(*(pieces[i][1] for i in g))] for g in groups]
         return out
+
+    def store_columns(self) -> dict[str, np.dtype]:
+        columns = {"input_ids": token_dtype(self.vocab_size)}
+        if self.whole_word_masking:
+            columns["word_starts"] = np.dtype(np.uint8)
+        return columns
+
+    def make_loader(self, split: str, train: bool) -> DataLoader:
+        rows = StoredRows(self.store(split))
+        rank, world_size, _ = self.world
+        examples = ShardedSampler(len(rows), train, self.seed, rank, world_size, even=train)
+        batches = BatchSampler(examples, self.per_device_batch_size(), drop_last=train)
+        return self.loader(rows, batches, train, self.collator(train))
+
+    def describe(self) -> str:
+        rows = ", ".join(f"{k} {v.n_rows:,} rows" for k, v in self.stores.items())
+        return f"{self.source.describe()} ({rows or 'not loaded'}; vocabulary {self.vocab_size:,})"
 
     def collator(self, train: bool) -> MaskedLMCollator:
         if self.tokenizer.mask_id is None:

@@ -256,6 +256,7 @@ TOOLS = {  # suite commands beside LightningCLI's
     "evaluate": "experiments.translate:evaluate_main",
     "average": "experiments.translate:average_main",
     "embed": "experiments.embed",
+    "prepare": "experiments.prepare",
 }
 
 
