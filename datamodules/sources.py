@@ -70,6 +70,11 @@ class Source:
 def load_source(source: Source, cache_dir: Path, languages: tuple[str, ...] = ()) -> DatasetDict:
     """Load the raw splits; `languages` names the columns of `parallel` local files and the
     languages a built-in translation source generates."""
+    if source.streaming:
+        raise DataError(
+            f"source {source.describe()}: source.streaming is for causal-LM training "
+            "(datamodules.CausalLMDataModule); this data module reads whole splits"
+        )
     if source.kind == "builtin":
         data = load_builtin(source.name, cache_dir, languages, **source.options)
     elif source.kind == "hub":

@@ -7,6 +7,7 @@ import pickle
 import random
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch
 import yaml
 from torch.utils.data import BatchSampler
 
-from datamodules import CausalLMDataModule, MaskedLMDataModule, Source, TokenizerSpec
+from datamodules import CausalLMDataModule, DataError, MaskedLMDataModule, Source, TokenizerSpec
 from datamodules.samplers import RandomWindowSampler, ResumableBatches, WindowSampler
 from datamodules.streaming import STATE_KEY, StreamedWindows
 from datamodules.token_store import (
@@ -102,6 +103,28 @@ def test_damaged_store_is_rebuilt_with_a_warning(tmp_path: Path, damage: str):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         causal(tmp_path, shard_tokens=500).setup()  # complete again: no warning
+
+
+def test_other_ranks_read_and_never_write(tmp_path: Path):
+    """Only the preparing rank (local rank 0) writes; another rank that finds no complete
+    store stops with a clear error instead of rebuilding what rank 0 may be writing."""
+    rank1 = SimpleNamespace(world_size=2, global_rank=1, local_rank=1, accumulate_grad_batches=1)
+    reader = causal(tmp_path)
+    reader.trainer = rank1
+    with pytest.raises(DataError, match="rank 1 finds no complete tokenised data"):
+        reader.setup()
+    assert not reader.cache_folder.exists()
+    causal(tmp_path).prepare_data()
+    shard = reader.cache_folder / "train" / shard_name("ids", 0)
+    shard.write_bytes(shard.read_bytes()[:-2])
+    truncated = shard.stat().st_mtime_ns
+    with pytest.raises(DataError, match="bytes, not"):
+        reader.setup()
+    assert shard.stat().st_mtime_ns == truncated  # left alone: the preparing rank decides
+    with pytest.warns(UserWarning, match="damaged"):
+        causal(tmp_path).prepare_data()  # rank 0 rebuilds it ...
+    reader.setup()  # ... and rank 1 reads it
+    assert len(reader.streams["train"]) > 0
 
 
 def test_masked_lm_rows_are_those_of_the_encoder(tmp_path: Path):
