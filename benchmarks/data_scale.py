@@ -429,12 +429,18 @@ def table(results: list[dict[str, Any]], wait: dict[str, Any] | None, header: st
     )
     lines.append("setup() and the first training batch add (private = anonymous resident memory;")
     lines.append("page cache = file-backed resident pages, shared between processes)")
+    lines.append("CPU seconds per MB (user + system of the process tree; unlike wall time it does")
+    lines.append(
+        "not depend on the load: N processes of equal CPU cost run N times as fast on N idle"
+    )
+    lines.append("cores)")
     for r in results:
-        speeds = r["prepare_mb_per_s"]
+        speeds, cpu = r["prepare_mb_per_s"], r["prepare_cpu_s_per_mb"]
         lines.append(
             f"{r['size_mb']} MB: 2 processes / 1 = {speeds[sides[1]] / speeds[sides[0]]:.2f}x, "
             f"1 + Rust threads / 1 = {speeds[sides[2]] / speeds[sides[0]]:.2f}x, "
-            f"ours 2 processes / nanoGPT = {speeds[sides[1]] / speeds[sides[3]]:.2f}x"
+            f"ours 2 processes / nanoGPT = {speeds[sides[1]] / speeds[sides[3]]:.2f}x; CPU s/MB: "
+            + ", ".join(f"{name} {cpu[name]:.2f}" for name in sides)
         )
     if wait is not None:
         lines.append(

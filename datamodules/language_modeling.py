@@ -71,7 +71,8 @@ class CausalLMDataModule(StoredTextDataModule):
     an optimizer step do not depend on the number of devices.
 
     With `source.streaming` the training split is read as a stream and tokenised while
-    training (datamodules/streaming.py: what it costs); validation and test are stored."""
+    training, in document order (`sampling` does not apply; datamodules/streaming.py says
+    what it costs); validation and test are stored."""
 
     def __init__(
         self,
