@@ -198,7 +198,9 @@ def streams(data: Path) -> tuple[Tensor, Tensor, int]:
     )
     dm.prepare_data()
     dm.setup("fit")
-    train, val = (torch.from_numpy(dm.streams[s].astype(np.int64)) for s in ("train", "validation"))
+    train, val = (
+        torch.from_numpy(dm.streams[s][:].astype(np.int64)) for s in ("train", "validation")
+    )
     return train, val, dm.codec.vocab_size
 
 

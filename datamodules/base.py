@@ -52,6 +52,7 @@ class TextDataModule(L.LightningDataModule):
         self.seed = seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.splits: dict[str, Dataset] = {}
+        self.loaded = False
 
     # --- what a subclass provides -------------------------------------------------------
     def text_columns(self) -> list[str]:
@@ -120,31 +121,61 @@ class TextDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         folder = self.cache_folder
-        if folder.exists() and self._cache_complete(folder):
-            return
         if folder.exists():
-            warnings.warn(f"tokenised data cache {folder} is damaged; rebuilding it", stacklevel=2)
+            problem = self.cache_problem(folder)
+            if problem is None:
+                return
+            warnings.warn(
+                f"tokenised data cache {folder} is damaged ({problem}); rebuilding it", stacklevel=2
+            )
             remove_folder(folder)
         with atomic_folder(folder) as tmp:
-            for split, data in self.raw.items():
-                tokenized = self.tokenize(split, data)
-                tokenized.save_to_disk(str(tmp / split))
+            self.write_cache(tmp)
 
-    def _cache_complete(self, folder: Path) -> bool:
+    def write_cache(self, folder: Path) -> None:
+        """Tokenise every raw split into `folder` (temporary: renamed when this returns)."""
+        for split, data in self.raw.items():
+            self.tokenize(split, data).save_to_disk(str(folder / split))
+
+    def cache_problem(self, folder: Path) -> str | None:
+        """Why the cache in `folder` cannot be read (None: it is complete)."""
         try:
             for split in self.raw:
                 Dataset.load_from_disk(str(folder / split))
-        except Exception:
-            return False
-        return True
+        except Exception as error:
+            return str(error)
+        return None
+
+    def load_cache(self, folder: Path) -> None:
+        for split in self.raw:
+            self.splits[split] = Dataset.load_from_disk(str(folder / split))
+
+    def prepares_data(self) -> bool:
+        """Whether this process may write the cache: Lightning runs `prepare_data` on local
+        rank 0 of each node (global rank 0 with prepare_data_per_node=False), then lets the
+        other ranks set up; they only read what it wrote."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return True
+        return (trainer.local_rank if self.prepare_data_per_node else trainer.global_rank) == 0
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
+        if self.loaded:
             return
-        if not self.cache_folder.exists():  # used without a Trainer: prepare here
-            self.prepare_data()
-        for split in self.raw:
-            self.splits[split] = Dataset.load_from_disk(str(self.cache_folder / split))
+        folder = self.cache_folder
+        if self.prepares_data():
+            self.prepare_data()  # a no-op when prepare_data has run
+        else:
+            problem = self.cache_problem(folder) if folder.exists() else "it does not exist"
+            if problem is not None:
+                raise DataError(
+                    f"rank {self.world[0]} finds no complete tokenised data at {folder} "
+                    f"({problem}); the preparing rank did not write it there. Run "
+                    "`tsuite prepare` with the same config first, or put the cache "
+                    "(TSUITE_CACHE) on a filesystem every node shares"
+                )
+        self.load_cache(folder)
+        self.loaded = True
         self.on_loaded()
 
     def on_loaded(self) -> None:
@@ -169,8 +200,7 @@ class TextDataModule(L.LightningDataModule):
         return self.batch_size // (world_size * accumulation)
 
     def split(self, name: str) -> Dataset:
-        if name not in self.splits:
-            self.setup()
+        self.setup()
         if name not in self.splits:
             raise DataError(f"source {self.source.describe()} has no {name!r} split")
         return self.splits[name]

@@ -5,17 +5,23 @@ no rank waits forever in a gradient all-reduce."""
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Callable, Iterator
 from itertools import islice
 
+import numpy as np
 from torch.utils.data import Sampler
 
 
 class ShardedSampler(Sampler[int]):
     """Indices 0..size-1, shuffled per epoch (seed + epoch), this rank's share.
 
+    The order is a pure function of (seed, epoch): global position g of the epoch goes to
+    rank g % world_size, so with a fixed global batch (per-device batch x devices x
+    accumulation) every optimizer step takes the same indices whatever the device count.
     even=True (training) drops the remainder so every rank gets size // world_size indices;
     even=False (evaluation) keeps every index and lets the last ranks have one fewer.
+    The order is kept as an array of 8 bytes per index (a list would take 36).
     """
 
     def __init__(
@@ -34,9 +40,9 @@ class ShardedSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _order(self) -> list[int]:
-        order = list(range(self.size))
-        if self.shuffle:
+    def _order(self) -> array[int]:
+        order = array("q", range(self.size))
+        if self.shuffle:  # the same permutation as shuffling a list
             random.Random(self.seed + self.epoch).shuffle(order)
         if self.even:
             order = order[: len(order) // self.world_size * self.world_size]
@@ -70,6 +76,47 @@ class WindowSampler(ShardedSampler):
             random.Random(self.seed - 1 - self.epoch).randrange(self.block) if self.shuffle else 0
         )
         return (shift + i * self.block for i in self._order())
+
+
+MIX_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 that scatters neighbouring inputs."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class RandomWindowSampler(ShardedSampler):
+    """nanoGPT's sampling: training windows at random starts, drawn with replacement. The start
+    of global position g in an epoch is a hash of (seed, epoch, g), so nothing is kept per
+    window and a resumed or re-sharded run draws the same windows. An epoch has as many
+    windows as `WindowSampler`'s (about one pass over the tokens); ranks draw at disjoint
+    positions, but with replacement two positions can land on the same window."""
+
+    CHUNK = 1 << 16  # starts computed this many at a time
+
+    def __init__(self, n_tokens: int, block: int, **kwargs: int | bool) -> None:
+        n_windows = max(0, (n_tokens - block - 1) // block)
+        super().__init__(n_windows, shuffle=True, **kwargs)  # type: ignore[arg-type]
+        self.block, self.span = block, max(1, n_tokens - block)  # start + block + 1 <= n_tokens
+
+    def starts(self, positions: np.ndarray) -> np.ndarray:
+        """Window starts at these global positions of the current epoch."""
+        key = mix64(np.array([self.seed & 0xFFFFFFFF, self.epoch], np.uint64) + MIX_GAMMA)
+        with np.errstate(over="ignore"):
+            state = (key[0] ^ (key[1] << np.uint64(1))) + positions.astype(np.uint64) * np.uint64(
+                MIX_GAMMA
+            )
+        return (mix64(state) % np.uint64(self.span)).astype(np.int64)
+
+    def __iter__(self) -> Iterator[int]:
+        total = len(self) * self.world_size  # even: every rank the same count
+        for first in range(self.rank, total, self.CHUNK * self.world_size):
+            stop = min(total, first + self.CHUNK * self.world_size)
+            yield from self.starts(np.arange(first, stop, self.world_size)).tolist()
 
 
 class TokenBudgetBatchSampler(Sampler[list[int]]):

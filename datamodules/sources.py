@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset
 
 from datamodules.builtin import load_builtin
 
@@ -43,6 +44,11 @@ class Source:
     columns: rename columns, {"source name": "our name"}.
     validation_fraction: when there is no validation split, the last fraction of the training
     rows becomes the validation split (contiguous, as nanoGPT splits Tiny Shakespeare).
+    streaming: read a hub or local data set as a `datasets` stream instead of downloading and
+    converting it first (causal LM training; see datamodules/streaming.py for what it costs).
+    validation_rows: when streaming, the first N rows of the validation split (or, when the
+    source has none, of the training stream, which then leaves them out) are the validation
+    split; streaming cannot take a fraction of a split it never reads to the end.
     """
 
     kind: Literal["builtin", "hub", "local"] = "builtin"
@@ -54,6 +60,8 @@ class Source:
     validation_fraction: float | None = None
     sample_by: Literal["line", "paragraph", "document"] = "line"  # rows of local text files
     options: dict[str, int | float] = field(default_factory=dict)  # for built-in generators
+    streaming: bool = False
+    validation_rows: int | None = None
 
     def describe(self) -> str:
         return f"{self.kind}:{self.name}" + (f"/{self.config}" if self.config else "")
@@ -62,6 +70,11 @@ class Source:
 def load_source(source: Source, cache_dir: Path, languages: tuple[str, ...] = ()) -> DatasetDict:
     """Load the raw splits; `languages` names the columns of `parallel` local files and the
     languages a built-in translation source generates."""
+    if source.streaming:
+        raise DataError(
+            f"source {source.describe()}: source.streaming is for causal-LM training "
+            "(datamodules.CausalLMDataModule); this data module reads whole splits"
+        )
     if source.kind == "builtin":
         data = load_builtin(source.name, cache_dir, languages, **source.options)
     elif source.kind == "hub":
@@ -118,9 +131,47 @@ def fingerprint(data: DatasetDict, columns: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _load_hub(source: Source) -> DatasetDict:
+def load_streaming(source: Source) -> tuple[IterableDataset, DatasetDict, bool]:
+    """(the training split as a stream, the evaluation splits read into memory, whether the
+    validation rows were taken from the training stream)."""
+    if source.kind == "builtin":
+        raise DataError("source.streaming is for hub and local data; built-in sources are small")
+    if source.validation_fraction:
+        raise DataError(
+            f"source {source.describe()}: streaming cannot take source.validation_fraction of "
+            "a split it never reads to the end; set source.validation_rows instead"
+        )
+    if source.kind == "hub":
+        streams = _load_hub(source, streaming=True)
+    else:
+        streams = _load_local(source, (), streaming=True)
+    if source.columns:
+        streams = IterableDatasetDict(
+            {split: s.rename_columns(source.columns) for split, s in streams.items()}
+        )
+    if "train" not in streams:
+        raise DataError(f"source {source.describe()} has no 'train' split (source.splits)")
+    train, limit = streams["train"], source.validation_rows
+    evaluation = {s: streams[s] for s in ("validation", "test") if s in streams}
+    from_train = "validation" not in evaluation
+    if from_train:
+        if not limit:
+            raise DataError(
+                f"source {source.describe()} has no validation split: set "
+                "source.validation_rows to take the first rows of the training stream"
+            )
+        evaluation["validation"] = train
+    rows = {}
+    for split, stream in evaluation.items():
+        rows[split] = Dataset.from_list(list(islice(stream, limit)))
+        if len(rows[split]) == 0:
+            raise DataError(f"split {split!r} of source {source.describe()} is empty")
+    return train, DatasetDict(rows), from_train
+
+
+def _load_hub(source: Source, streaming: bool = False) -> DatasetDict | IterableDatasetDict:
     try:
-        loaded = load_dataset(source.name, source.config)
+        loaded = load_dataset(source.name, source.config, streaming=streaming)
     except Exception as error:  # datasets raises many types; all mean "cannot load"
         offline = (
             os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -132,7 +183,7 @@ def _load_hub(source: Source) -> DatasetDict:
             else ""
         )
         raise DataError(f"cannot load hub data set {source.describe()}: {error}.{hint}") from error
-    assert isinstance(loaded, DatasetDict)
+    assert isinstance(loaded, DatasetDict | IterableDatasetDict)
     mapping = source.splits or {s: s for s in loaded if s in SPLIT_NAMES}
     for ours, theirs in mapping.items():
         if theirs not in loaded:
@@ -140,14 +191,18 @@ def _load_hub(source: Source) -> DatasetDict:
                 f"hub data set {source.describe()} has no split {theirs!r} (for {ours!r}); "
                 f"it has {sorted(loaded)}"
             )
-    return DatasetDict({ours: loaded[theirs] for ours, theirs in mapping.items()})
+    return type(loaded)({ours: loaded[theirs] for ours, theirs in mapping.items()})
 
 
-def _load_local(source: Source, languages: tuple[str, ...]) -> DatasetDict:
+def _load_local(
+    source: Source, languages: tuple[str, ...], streaming: bool = False
+) -> DatasetDict | IterableDatasetDict:
     root = Path(source.name).expanduser()
     if not root.exists():
         raise DataError(f"local data path {root} does not exist (source.name)")
     if source.format == "parallel":
+        if streaming:
+            raise DataError("parallel text files cannot be streamed (source.streaming)")
         return _load_parallel(
             root, source.splits or {"train": "train", "validation": "valid"}, languages
         )
@@ -182,13 +237,16 @@ def _load_local(source: Source, languages: tuple[str, ...]) -> DatasetDict:
             _check_readable(f, fmt)
     try:
         loaded = load_dataset(
-            builder, data_files={s: [str(f) for f in fs] for s, fs in files.items()}, **options
+            builder,
+            data_files={s: [str(f) for f in fs] for s, fs in files.items()},
+            streaming=streaming,
+            **options,
         )
     except Exception as error:
         raise DataError(
             f"cannot read {fmt} files {[str(f) for fs in files.values() for f in fs]}: {error}"
         ) from error
-    assert isinstance(loaded, DatasetDict)
+    assert isinstance(loaded, DatasetDict | IterableDatasetDict)
     return loaded
 
 

@@ -43,6 +43,7 @@ TOOLS = {  # suite commands beside LightningCLI's
     "average": "experiments.translate:average_main",
     "embed": "experiments.embed",
     "upgrade": "experiments.upgrade",
+    "prepare": "experiments.prepare",
 }
 
 

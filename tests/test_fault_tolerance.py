@@ -38,12 +38,15 @@ def reference(tmp_path_factory) -> Path:
     return fit_once(tmp, config(tmp))
 
 
-def start_paused(tmp: Path, where: str, step: int, **env: str) -> subprocess.Popen:
-    """`tsuite fit` in a child that pauses at `where` in `step` (see tests/faults.py)."""
+def start_paused(
+    tmp: Path, where: str, step: int, config_file: Path | None = None, **env: str
+) -> subprocess.Popen:
+    """`tsuite fit` (of `config_file`, else this file's config) in a child that pauses at
+    `where` in `step` (see tests/faults.py)."""
     folder = tmp / "fault"
     folder.mkdir()
     command = [sys.executable, "-m", "tests.faults", where, str(step), str(folder)]
-    command += ["fit", "-c", str(config(tmp)), f"--runs_dir={tmp / 'runs'}"]
+    command += ["fit", "-c", str(config_file or config(tmp)), f"--runs_dir={tmp / 'runs'}"]
     environment = {**os.environ, "TSUITE_CACHE": str(tmp / "cache"), **env}
     environment.pop("TSUITE_RUN_DIR", None)
     with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:

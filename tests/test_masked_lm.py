@@ -44,6 +44,11 @@ def masked_lm_data(tmp_path: Path, **options) -> MaskedLMDataModule:
     return dm
 
 
+def stored_rows(dm: MaskedLMDataModule, column: str) -> list[list[int]]:
+    store = dm.store("train")
+    return [store.row(i)[column].tolist() for i in range(store.n_rows)]
+
+
 def test_pack_greedily():
     assert pack_greedily([3, 3, 3, 5, 1, 6], room=6) == [[0, 1], [2], [3, 4], [5]]
 
@@ -90,10 +95,10 @@ def test_packing_fills_rows_and_keeps_rows_apart(tmp_path: Path):
     dm = masked_lm_data(tmp_path, pack=True, whole_word_masking=True, max_length=limit)
     codec = dm.codec
     bos, eos = codec.bos_id, codec.eos_id
-    packed = dm.splits["train"]["input_ids"]
+    packed = stored_rows(dm, "input_ids")
     assert all(
         len(row) == len(starts)
-        for row, starts in zip(packed, dm.splits["train"]["word_starts"], strict=True)
+        for row, starts in zip(packed, stored_rows(dm, "word_starts"), strict=True)
     )
     # each sentence, cut into pieces of at most limit - 2 tokens, each ended by [SEP]
     pieces = [
@@ -114,7 +119,7 @@ def test_packing_fills_rows_and_keeps_rows_apart(tmp_path: Path):
         next_piece = following[1 : following.index(eos) + 1]
         assert len(row) + len(next_piece) > limit  # greedy: the next piece did not fit
     unpacked = masked_lm_data(tmp_path / "unpacked", max_length=limit)
-    assert len(unpacked.splits["train"]) == len(pieces)  # without packing, one row per piece
+    assert unpacked.store("train").n_rows == len(pieces)  # without packing, one row per piece
 
 
 @pytest.mark.timeout(60)
