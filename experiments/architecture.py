@@ -1,7 +1,7 @@
 """`tsuite inspect CONFIG_OR_CHECKPOINT`: the model as a tree from the embeddings through
 every block to the head, with tensor shapes for a sample batch, parameter counts, which
 attention each layer uses with which mask, and each part's share of parameters and FLOPs.
-Printed as text and written as a PNG."""
+Printed as a table and drawn as the paper's Figure 1 (SVG and PNG, experiments/diagram.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from typing import Any
 import torch
 import yaml
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from experiments.diagram import mask_kind
+from experiments.trace import trace
 from modules.attention import MultiHeadAttention
 from modules.layers import Embeddings, FeedForward, Stack
 from modules.tasks import (
@@ -59,57 +60,26 @@ def sample_batch(task: TaskModule, batch: int, length: int) -> dict[str, Tensor]
 
 def describe_attention(module: MultiHeadAttention, call: dict[str, Any]) -> str:
     kind = "cross-attention (Q: decoder, K/V: encoder)" if module.cross else "self-attention"
-    if call.get("is_causal"):
-        mask = "causal mask"
-    elif call.get("mask") is not None:
-        mask = (
-            "causal + padding mask"
-            if call["mask"].size(-2) > 1 and not module.cross and _is_causal(call["mask"])
-            else "key padding mask"
-        )
-    else:
-        mask = "no mask"
+    mask = mask_kind(module, call)
+    mask = {"padding": "key padding mask", "none": "no mask"}.get(mask, f"{mask} mask")
     heads = f"{module.n_heads} heads" + (
         f", {module.n_kv_heads} K/V heads" if module.n_kv_heads != module.n_heads else ""
     )
     return f"{kind}, {heads} x d_k {module.key_dim}, {mask}"
 
 
-def _is_causal(mask: Tensor) -> bool:
-    return bool(mask[0, 0, 0, 1:].logical_not().all()) if mask.size(-1) > 1 else False
-
-
 def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
     """Run `batch` through the task once, recording shapes, call arguments and FLOPs, and
     describe the model part by part (parameters shared by two parts count once)."""
     model = task.model
-    shapes: dict[str, tuple[tuple, tuple]] = {}
-    calls: dict[str, dict[str, Any]] = {}
-
-    def record(name: str):  # noqa: ANN202 - a forward hook
-        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            if name not in shapes:
-                first = args[0] if args else next(iter(kwargs.values()), None)
-                shapes[name] = (_shape(first), _shape(output))
-                calls[name] = kwargs
-
-        return hook
-
-    hooks = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in model.named_modules()]
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        task.loss(batch)
-    for handle in hooks:
-        handle.remove()
-    flops = {
-        k.partition(".")[2]: sum(v.values())
-        for k, v in counter.get_flop_counts().items()
-        if "." in k
-    }
+    record = trace(task, batch)
+    modules = dict(model.named_modules())
+    shapes = {n: (record.inputs[m], record.outputs[m]) for n, m in modules.items() if record.ran(m)}
+    calls = {n: record.calls[m] for n, m in modules.items() if record.ran(m)}
+    flops = {n: record.flops.get(m, 0) for n, m in modules.items()}
     counted: set[int] = set()
 
-    def part(
-        depth: int, name: str, kind: str, full: str, module: nn.Module | None = None, extra: int = 0
-    ) -> Part:
+    def part(depth: int, name: str, kind: str, full: str, module: nn.Module | None = None) -> Part:
         params = 0
         for p in module.parameters() if module is not None else ():
             if id(p) not in counted:
@@ -123,7 +93,7 @@ def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
             kind,
             shape,
             params,
-            flops.get(full, 0) + extra if module is not None else 0,
+            flops.get(full, 0) if module is not None else 0,
         )
 
     parts: list[Part] = []
@@ -141,10 +111,7 @@ def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
                     full = f"{prefix}.{sub_name}"
                     if isinstance(sub, MultiHeadAttention):
                         call = calls.get(full, {})
-                        extra = _attention_flops(sub, call, shapes.get(full, ((), ()))[0])
-                        parts.append(
-                            part(2, sub_name, describe_attention(sub, call), full, sub, extra)
-                        )
+                        parts.append(part(2, sub_name, describe_attention(sub, call), full, sub))
                     elif isinstance(sub, FeedForward):
                         sizes = f"{sub.up.in_features} -> {sub.down.in_features} -> {sub.down.out_features}"
                         parts.append(
@@ -167,7 +134,9 @@ def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
             parts.append(part(0, name, kind, name, module))
     for name, module in task.named_children():  # heads the task adds (a classifier)
         if name != "model" and any(True for _ in module.parameters()):
-            parts.append(part(0, f"task.{name}", type(module).__name__, name, module))
+            head = part(0, f"task.{name}", type(module).__name__, name, module)
+            head.flops = record.flops.get(module, 0)
+            parts.append(head)
     return parts
 
 
@@ -179,20 +148,6 @@ def describe_embeddings(module: Embeddings, counted: set[int]) -> str:
     if module.token_types is not None:
         kind += " + token types"
     return kind + (" -> norm" if module.norm is not None else "")
-
-
-def _shape(value: Any) -> tuple:
-    return tuple(value.shape) if isinstance(value, Tensor) else ()
-
-
-def _attention_flops(module: MultiHeadAttention, call: dict[str, Any], queries: tuple) -> int:
-    """QK^T and AV (the counter does not see inside the fused CPU kernel)."""
-    if len(queries) != 3:
-        return 0
-    batch, lq = queries[0], queries[1]
-    context = call.get("context")
-    lk = context.size(1) if isinstance(context, Tensor) else lq
-    return 2 * batch * module.n_heads * lq * lk * (module.key_dim + module.value_dim)
 
 
 def render_text(title: str, parts: list[Part]) -> str:
@@ -225,20 +180,6 @@ def _si(n: float) -> str:
     return str(int(n))
 
 
-def render_png(text: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lines = text.splitlines()
-    width = max(len(line) for line in lines)
-    figure = plt.figure(figsize=(0.075 * width + 0.5, 0.19 * len(lines) + 0.5))
-    figure.text(0.01, 0.99, text, family="monospace", fontsize=8, va="top")
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def load_from_config(path: Path, vocab_size: int | None) -> TaskModule:
     """The config's model, with placeholder tokenizer facts (no data is loaded)."""
     config = yaml.safe_load(path.read_text())
@@ -258,6 +199,8 @@ def load_from_config(path: Path, vocab_size: int | None) -> TaskModule:
 
 def main(argv: list[str]) -> None:
     from experiments.checkpoints import load_task
+    from experiments.diagram import task_diagram
+    from experiments.diagram_render import write
 
     p = argparse.ArgumentParser(prog="tsuite inspect", description=__doc__)
     p.add_argument("source", type=Path, help="an experiment config (.yaml) or a checkpoint (.ckpt)")
@@ -267,8 +210,9 @@ def main(argv: list[str]) -> None:
         "--vocab_size", type=int, help="for a config: the tokenizer's size (default: the preset's)"
     )
     p.add_argument(
-        "--out", type=Path, help="PNG to write (default: <source name>-architecture.png)"
+        "--out", type=Path, default=Path("."), help="folder for the SVG and PNG (default: .)"
     )
+    p.add_argument("--name", help="file name of the pictures (default: architecture-<source name>)")
     args = p.parse_args(argv)
     if not args.source.is_file():
         raise FileNotFoundError(f"{args.source} does not exist")
@@ -282,8 +226,10 @@ def main(argv: list[str]) -> None:
     parts = architecture(task, batch)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items() if k != "labels")
     title = f"{type(task.model).__name__} ({type(task).__name__}) for a sample batch: {shapes}"
-    text = render_text(title, parts)
-    print(text)
-    out = args.out or Path(f"{args.source.stem}-architecture.png")
-    render_png(text, out)
-    print(f"\nwritten: {out}")
+    print(render_text(title, parts))
+    written = write(
+        task_diagram(task, batch), args.out, args.name or f"architecture-{args.source.stem}"
+    )
+    print()
+    for path in written:
+        print(f"written: {path}")
