@@ -22,6 +22,7 @@ from modules.attention import MultiHeadAttention
 from modules.layers import Embeddings, FeedForward, Stack
 from modules.tasks import (
     CausalLMModule,
+    MaskedLMModule,
     QuestionAnsweringModule,
     SequenceClassificationModule,
     TaskModule,
@@ -55,6 +56,10 @@ def sample_batch(task: TaskModule, batch: int, length: int) -> dict[str, Tensor]
         out["start_positions"] = out["end_positions"] = torch.zeros(batch, dtype=torch.long)
     if isinstance(task, CausalLMModule):  # packed text: no padding, the causal fast path
         out.pop("attention_mask")
+    if isinstance(task, MaskedLMModule):  # BERT's 15%: the loss projects only those positions
+        chosen = torch.rand(batch, length) < 0.15
+        chosen[:, 1] = True
+        out["labels"] = ids.masked_fill(~chosen, -100)
     return out
 
 
@@ -76,7 +81,6 @@ def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
     modules = dict(model.named_modules())
     shapes = {n: (record.inputs[m], record.outputs[m]) for n, m in modules.items() if record.ran(m)}
     calls = {n: record.calls[m] for n, m in modules.items() if record.ran(m)}
-    flops = {n: record.flops.get(m, 0) for n, m in modules.items()}
     counted: set[int] = set()
 
     def part(depth: int, name: str, kind: str, full: str, module: nn.Module | None = None) -> Part:
@@ -93,7 +97,7 @@ def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
             kind,
             shape,
             params,
-            flops.get(full, 0) if module is not None else 0,
+            record.flops.get(module, 0) if module is not None else 0,
         )
 
     parts: list[Part] = []
@@ -134,9 +138,7 @@ def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
             parts.append(part(0, name, kind, name, module))
     for name, module in task.named_children():  # heads the task adds (a classifier)
         if name != "model" and any(True for _ in module.parameters()):
-            head = part(0, f"task.{name}", type(module).__name__, name, module)
-            head.flops = record.flops.get(module, 0)
-            parts.append(head)
+            parts.append(part(0, f"task.{name}", type(module).__name__, name, module))
     return parts
 
 

@@ -471,7 +471,7 @@ class _Builder:
             label = "Multi-Head Self-Attention"
         parts.append(f"{mask} mask" if mask != "none" else "no mask")
         if stack.rotary is not None and not first.cross:
-            parts.append("RoPE")
+            parts.append("RoPE on Q, K")
             refs.append(ROPE)
         return Box(
             id=prefix,
@@ -552,7 +552,13 @@ class _Builder:
         )
 
 
-ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "gelu_tanh": "GELU (tanh)", "silu": "SiLU"}
+ACTIVATIONS = {
+    "relu": "ReLU",
+    "gelu": "GELU",
+    "gelu_tanh": "GELU (tanh)",
+    "silu": "SiLU",
+    "swiglu": "SwiGLU",
+}
 
 
 def norm_name(norm: nn.Module) -> str:

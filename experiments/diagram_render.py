@@ -4,6 +4,7 @@ link to the paper, tooltips in <title>) and `png` draws the same shapes with mat
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -215,9 +216,8 @@ class Layout:
         """Place `box` centred at `cx` above `cursor` (the top of what is below)."""
         w = 2 * ADD_R if box.kind == "add" else BOX_W
         h = height or self.height(box)
-        gap = GAP
-        self.at[box.id] = Placed(cx - w / 2, cursor - gap - h, w, h)
-        return cursor - gap - h
+        self.at[box.id] = Placed(cx - w / 2, cursor - GAP - h, w, h)
+        return cursor - GAP - h
 
     def place_below(self, c: ColumnPlace) -> float:
         """Inputs, embeddings, positions: row by row as tall as the tallest of all columns."""
@@ -247,19 +247,21 @@ class Layout:
         return c.frame.y
 
     def place_above(self, c: ColumnPlace, cursor: float) -> None:
+        """The final norm, the heads, the loss; parts the task does not run go beside the
+        first head, away from the residuals."""
         cursor += 0.4 * GAP
-        first_head: Placed | None = None
+        anchor = c.frame
         beside = 0
         for box in c.column.above:
             if box.used:
                 cursor = self.put(box, c.cx, cursor)
-                if box.kind == "head" and first_head is None:
-                    first_head = self.at[box.id]
-            elif first_head is not None:  # beside the first head, away from the residuals
+                if box.kind == "head" and (anchor is c.frame):
+                    anchor = self.at[box.id]
+            elif anchor is not None:
                 beside += 1
                 h = self.height(box)
-                shift = (BOX_W + 40) * beside * (1 if c.residual_left else -1)
-                self.at[box.id] = Placed(first_head.x + shift, first_head.bottom - h, BOX_W, h)
+                x = anchor.cx - BOX_W / 2 + (BOX_W + 40) * beside * (1 if c.residual_left else -1)
+                self.at[box.id] = Placed(x, anchor.bottom - h, BOX_W, h)
 
     def shift(self) -> tuple[float, float]:
         """Move the drawing below the caption, centred in a width that holds at least two
@@ -317,9 +319,13 @@ class Layout:
                 )
             return
         shapes: list = []
+        text = box.refs[0].tag if box.refs else ""
         if box.kind == "add":
             shapes += [Circle(p.cx, p.cy, ADD_R, "#ffffff", INK), *self.plus_lines(p.cx, p.cy)]
-            tag = Text(p.x + p.w + 6, p.cy + 4, box.refs[0].tag if box.refs else "", 9.5)
+            if self.column_of(box.id).residual_left:  # the tag away from the residual line
+                tag = Text(p.x + p.w + 6, p.cy + 4, text, 9.5, color=MUTED)
+            else:
+                tag = Text(p.x - 6, p.cy + 4, text, 9.5, anchor="end", color=MUTED)
         else:
             fill, stroke = STYLE.get(box.kind, ("#ffffff", INK))
             color = INK if box.used else MUTED
@@ -331,10 +337,9 @@ class Layout:
                 shapes.append(Text(p.x + PAD, y, line, 11, color=color))
             if box.params or box.flops:
                 shapes += self.shares(box, p.x + PAD, y + 8, p.w - 2 * PAD)
-            tag = Text(p.x + p.w - PAD, p.y + 17, box.refs[0].tag if box.refs else "", 10)
+            tag = Text(p.x + p.w - PAD, p.y + 17, text, 10, anchor="end", color=MUTED)
         self.shapes.append(Link(self.code_href(box), self.tooltip(box), shapes, f"code:{box.id}"))
         if box.refs:
-            tag.color, tag.anchor = MUTED, tag.anchor if box.kind == "add" else "end"
             titles = "; ".join(f"{r} ({r.url})" for r in box.refs)
             self.shapes.append(Link(box.refs[0].url, titles, [tag], f"paper:{box.id}"))
 
@@ -421,11 +426,13 @@ class Layout:
         self.shapes.append(
             Text(target.x - 6, target.cy - 6, "K, V", 10, True, anchor="end", color=CROSS_INK)
         )
-        middle = (up + target.cy) / 2
+        middle = (source.cx + x) / 2  # above the crossing, where the paper leaves room
+        shape = shape_text(edge.shape)
         self.shapes.append(
-            Text(x + 6, middle, shape_text(edge.shape), 9.5, mono=True, color=CROSS_INK)
+            Text(middle, up - 19, shape, 9.5, mono=True, anchor="middle", color=CROSS_INK)
         )
-        self.shapes.append(Text(x + 6, middle + 13, "to every block", 9.5, color=CROSS_INK))
+        text = f"into all {self.column_of(edge.target).column.stack.n_layers} decoder blocks"
+        self.shapes.append(Text(middle, up - 6, text, 9.5, anchor="middle", color=CROSS_INK))
 
     def draw_shapes_on_edges(self) -> None:
         """The tensor's shape beside a flow arrow wherever it changes along a column."""
@@ -437,10 +444,7 @@ class Layout:
             if shown.get(c.column.name) == edge.shape:
                 continue
             shown[c.column.name] = edge.shape
-            source, target = self.at[edge.source], self.at[edge.target]
-            joined = self.joined(edge.target)
-            top = self.sums[joined].bottom if joined is not None else target.bottom
-            y = (source.y + top) / 2 + 4
+            y = self.at[edge.source].y - 7  # just above where the arrow leaves
             x, anchor = (c.cx + 8, "start") if c.residual_left else (c.cx - 8, "end")
             text = shape_text(edge.shape)
             self.shapes.append(Text(x, y, text, 9.5, mono=True, anchor=anchor, color=MUTED))
@@ -565,12 +569,12 @@ def _arrowhead(points: list[tuple[float, float]], length: float = 8.0, half: flo
 
 def _svg_shape(shape: Shape) -> str:
     if isinstance(shape, Link):
-        inner = "".join(_svg_shape(s) for s in shape.shapes)
+        inner = "\n".join(_svg_shape(s) for s in shape.shapes)
         title = f"<title>{escape(shape.title)}</title>"
         ident = f" id={quoteattr(shape.id)}" if shape.id else ""
         if not shape.href:
-            return f"<g{ident}>{title}{inner}</g>"
-        return f'<a{ident} href={quoteattr(shape.href)} target="_blank">{title}{inner}</a>'
+            return f"<g{ident}>{title}\n{inner}\n</g>"
+        return f'<a{ident} href={quoteattr(shape.href)} target="_blank">{title}\n{inner}\n</a>'
     if isinstance(shape, Rect):
         dash = ' stroke-dasharray="5 3"' if shape.dash else ""
         stroke = f' stroke="{shape.stroke}" stroke-width="{shape.width:g}"' if shape.width else ""
@@ -620,6 +624,7 @@ def png(scene: Scene, path: Path, scale: float = 2.0) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle as CirclePatch
     from matplotlib.patches import FancyBboxPatch, Polygon
+    from PIL import Image
 
     pt = 0.72  # px -> points at 100 dpi
     figure = plt.figure(figsize=(scene.width / 100, scene.height / 100), dpi=100)
@@ -680,8 +685,11 @@ def png(scene: Scene, path: Path, scale: float = 2.0) -> None:
 
     for shape in scene.shapes:
         draw(shape)
-    figure.savefig(path, dpi=100 * scale, facecolor="white")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100 * scale, facecolor="white")
     plt.close(figure)
+    # a palette of 256 colours keeps the anti-aliasing and makes the file 3x smaller
+    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 def write(diagram: Diagram, folder: Path, name: str) -> list[Path]:
