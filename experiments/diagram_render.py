@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from experiments.diagram import Box, Column, Diagram, Edge
+from experiments.diagram import TERMINALS, Box, Column, Diagram, Edge
 
 FONT, MONO = "DejaVu Sans", "DejaVu Sans Mono"  # matplotlib ships both
 SVG_FONTS = {False: "'DejaVu Sans', Verdana, sans-serif", True: "'DejaVu Sans Mono', monospace"}
@@ -195,7 +195,7 @@ class Layout:
     def height(self, box: Box, width: float = BOX_W) -> float:
         if box.kind == "add":
             return 2 * ADD_R
-        if box.kind in ("input", "output"):
+        if box.kind in TERMINALS:
             return 32
         shares = 17 if box.params or box.flops else 0
         return 28 + 15 * len(self.lines(box, width)) + shares
@@ -310,7 +310,7 @@ class Layout:
 
     def draw_box(self, box: Box) -> None:
         p = self.at[box.id]
-        if box.kind in ("input", "output"):
+        if box.kind in TERMINALS:
             self.shapes.append(Text(p.cx, p.y + 13, box.label, 12, True, anchor="middle"))
             if box.shape:
                 text = ("token ids " if box.kind == "input" else "") + shape_text(box.shape)
@@ -522,7 +522,7 @@ class Layout:
         seen: set[tuple] = set()
         for box in self.d.boxes():
             key = (box.label, tuple(box.refs), box.code)
-            if box.kind not in ("input", "output") and key not in seen:
+            if box.kind not in TERMINALS and key not in seen:
                 seen.add(key)
                 notes.append(box)
         n = max(1, int((width + 30) // (NOTES_W + 30)))

@@ -16,6 +16,7 @@ from experiments.diagram import (
     RMSNORM,
     ROPE,
     SWIGLU,
+    TERMINALS,
     Diagram,
     mask_kind,
     task_diagram,
@@ -215,7 +216,7 @@ def test_svg_is_well_formed_and_every_box_links_code_and_paper(tmp_path: Path):
     root = ET.fromstring(svg_path.read_text())
     links = {a.get("id"): a for a in root.iter("{http://www.w3.org/2000/svg}a")}
     repo = Path(__file__).resolve().parents[1]
-    boxes = [b for b in d.boxes() if b.kind not in ("input", "output")]
+    boxes = [b for b in d.boxes() if b.kind not in TERMINALS]
     assert boxes
     for box in boxes:
         code, paper = links[f"code:{box.id}"], links[f"paper:{box.id}"]
