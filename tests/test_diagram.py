@@ -9,18 +9,8 @@ import pytest
 import torch
 
 from experiments.architecture import sample_batch
-from experiments.diagram import (
-    GQA,
-    LABEL_SMOOTHING,
-    PRE_LN,
-    RMSNORM,
-    ROPE,
-    SWIGLU,
-    TERMINALS,
-    Diagram,
-    mask_kind,
-    task_diagram,
-)
+from experiments.diagram import TERMINALS, Diagram, mask_kind, task_diagram
+from experiments.diagram_papers import GQA, LABEL_SMOOTHING, PRE_LN, RMSNORM, ROPE, SWIGLU
 from experiments.diagram_render import write
 from experiments.trace import trace
 from modules.attention import MultiHeadAttention
