@@ -1,7 +1,7 @@
 """`tsuite inspect CONFIG_OR_CHECKPOINT`: the model as a tree from the embeddings through
 every block to the head, with tensor shapes for a sample batch, parameter counts, which
 attention each layer uses with which mask, and each part's share of parameters and FLOPs.
-Printed as text and written as a PNG."""
+Printed as a table and drawn as the paper's Figure 1 (SVG and PNG, experiments/diagram.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from typing import Any
 import torch
 import yaml
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from experiments.diagram import mask_kind
+from experiments.trace import trace
 from modules.attention import MultiHeadAttention
 from modules.layers import Embeddings, FeedForward, Stack
 from modules.tasks import (
     CausalLMModule,
+    MaskedLMModule,
     QuestionAnsweringModule,
     SequenceClassificationModule,
     TaskModule,
@@ -54,62 +56,34 @@ def sample_batch(task: TaskModule, batch: int, length: int) -> dict[str, Tensor]
         out["start_positions"] = out["end_positions"] = torch.zeros(batch, dtype=torch.long)
     if isinstance(task, CausalLMModule):  # packed text: no padding, the causal fast path
         out.pop("attention_mask")
+    if isinstance(task, MaskedLMModule):  # BERT's 15%: the loss projects only those positions
+        chosen = torch.rand(batch, length) < 0.15
+        chosen[:, 1] = True
+        out["labels"] = ids.masked_fill(~chosen, -100)
     return out
 
 
 def describe_attention(module: MultiHeadAttention, call: dict[str, Any]) -> str:
     kind = "cross-attention (Q: decoder, K/V: encoder)" if module.cross else "self-attention"
-    if call.get("is_causal"):
-        mask = "causal mask"
-    elif call.get("mask") is not None:
-        mask = (
-            "causal + padding mask"
-            if call["mask"].size(-2) > 1 and not module.cross and _is_causal(call["mask"])
-            else "key padding mask"
-        )
-    else:
-        mask = "no mask"
+    mask = mask_kind(module, call)
+    mask = {"padding": "key padding mask", "none": "no mask"}.get(mask, f"{mask} mask")
     heads = f"{module.n_heads} heads" + (
         f", {module.n_kv_heads} K/V heads" if module.n_kv_heads != module.n_heads else ""
     )
     return f"{kind}, {heads} x d_k {module.key_dim}, {mask}"
 
 
-def _is_causal(mask: Tensor) -> bool:
-    return bool(mask[0, 0, 0, 1:].logical_not().all()) if mask.size(-1) > 1 else False
-
-
 def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
     """Run `batch` through the task once, recording shapes, call arguments and FLOPs, and
     describe the model part by part (parameters shared by two parts count once)."""
     model = task.model
-    shapes: dict[str, tuple[tuple, tuple]] = {}
-    calls: dict[str, dict[str, Any]] = {}
-
-    def record(name: str):  # noqa: ANN202 - a forward hook
-        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            if name not in shapes:
-                first = args[0] if args else next(iter(kwargs.values()), None)
-                shapes[name] = (_shape(first), _shape(output))
-                calls[name] = kwargs
-
-        return hook
-
-    hooks = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in model.named_modules()]
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        task.step(batch)
-    for handle in hooks:
-        handle.remove()
-    flops = {
-        k.partition(".")[2]: sum(v.values())
-        for k, v in counter.get_flop_counts().items()
-        if "." in k
-    }
+    record = trace(task, batch)
+    modules = dict(model.named_modules())
+    shapes = {n: (record.inputs[m], record.outputs[m]) for n, m in modules.items() if record.ran(m)}
+    calls = {n: record.calls[m] for n, m in modules.items() if record.ran(m)}
     counted: set[int] = set()
 
-    def part(
-        depth: int, name: str, kind: str, full: str, module: nn.Module | None = None, extra: int = 0
-    ) -> Part:
+    def part(depth: int, name: str, kind: str, full: str, module: nn.Module | None = None) -> Part:
         params = 0
         for p in module.parameters() if module is not None else ():
             if id(p) not in counted:
@@ -123,7 +97,7 @@ def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
             kind,
             shape,
             params,
-            flops.get(full, 0) + extra if module is not None else 0,
+            record.flops.get(module, 0) if module is not None else 0,
         )
 
     parts: list[Part] = []
@@ -141,10 +115,7 @@ def architecture(task: TaskModule, batch: dict[str, Tensor]) -> list[Part]:
                     full = f"{prefix}.{sub_name}"
                     if isinstance(sub, MultiHeadAttention):
                         call = calls.get(full, {})
-                        extra = _attention_flops(sub, call, shapes.get(full, ((), ()))[0])
-                        parts.append(
-                            part(2, sub_name, describe_attention(sub, call), full, sub, extra)
-                        )
+                        parts.append(part(2, sub_name, describe_attention(sub, call), full, sub))
                     elif isinstance(sub, FeedForward):
                         sizes = f"{sub.up.in_features} -> {sub.down.in_features} -> {sub.down.out_features}"
                         parts.append(
@@ -181,20 +152,6 @@ def describe_embeddings(module: Embeddings, counted: set[int]) -> str:
     return kind + (" -> norm" if module.norm is not None else "")
 
 
-def _shape(value: Any) -> tuple:
-    return tuple(value.shape) if isinstance(value, Tensor) else ()
-
-
-def _attention_flops(module: MultiHeadAttention, call: dict[str, Any], queries: tuple) -> int:
-    """QK^T and AV (the counter does not see inside the fused CPU kernel)."""
-    if len(queries) != 3:
-        return 0
-    batch, lq = queries[0], queries[1]
-    memory = call.get("memory")
-    lk = memory.size(1) if isinstance(memory, Tensor) else lq
-    return 2 * batch * module.n_heads * lq * lk * (module.key_dim + module.value_dim)
-
-
 def render_text(title: str, parts: list[Part]) -> str:
     total_params = sum(p.params for p in parts) or 1
     total_flops = sum(p.flops for p in parts) or 1
@@ -225,20 +182,6 @@ def _si(n: float) -> str:
     return str(int(n))
 
 
-def render_png(text: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lines = text.splitlines()
-    width = max(len(line) for line in lines)
-    figure = plt.figure(figsize=(0.075 * width + 0.5, 0.19 * len(lines) + 0.5))
-    figure.text(0.01, 0.99, text, family="monospace", fontsize=8, va="top")
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def load_from_config(path: Path, vocab_size: int | None) -> TaskModule:
     """The config's model, with the preset's vocabulary size unless `vocab_size` is given (no
     data is loaded)."""
@@ -251,6 +194,9 @@ def load_from_config(path: Path, vocab_size: int | None) -> TaskModule:
 
 
 def main(argv: list[str]) -> None:
+    from experiments.diagram import task_diagram
+    from experiments.diagram_render import write
+
     p = argparse.ArgumentParser(prog="tsuite inspect", description=__doc__)
     p.add_argument("source", type=Path, help="an experiment config (.yaml) or a checkpoint (.ckpt)")
     p.add_argument("--batch", type=int, default=2)
@@ -259,8 +205,9 @@ def main(argv: list[str]) -> None:
         "--vocab_size", type=int, help="for a config: the tokenizer's size (default: the preset's)"
     )
     p.add_argument(
-        "--out", type=Path, help="PNG to write (default: <source name>-architecture.png)"
+        "--out", type=Path, default=Path("."), help="folder for the SVG and PNG (default: .)"
     )
+    p.add_argument("--name", help="file name of the pictures (default: architecture-<source name>)")
     args = p.parse_args(argv)
     if not args.source.is_file():
         raise FileNotFoundError(f"{args.source} does not exist")
@@ -274,8 +221,10 @@ def main(argv: list[str]) -> None:
     parts = architecture(task, batch)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items() if k != "labels")
     title = f"{type(task.model).__name__} ({type(task).__name__}) for a sample batch: {shapes}"
-    text = render_text(title, parts)
-    print(text)
-    out = args.out or Path(f"{args.source.stem}-architecture.png")
-    render_png(text, out)
-    print(f"\nwritten: {out}")
+    print(render_text(title, parts))
+    written = write(
+        task_diagram(task, batch), args.out, args.name or f"architecture-{args.source.stem}"
+    )
+    print()
+    for path in written:
+        print(f"written: {path}")

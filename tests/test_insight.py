@@ -148,11 +148,14 @@ def test_attention_maps_during_training_and_for_any_text(isolated: Path):
     ],
 )
 def test_inspect_maps_the_three_families(config: str, expected: list[str], tmp_path: Path, capsys):
-    run_cli(["inspect", str(CONFIGS / config), "--out", str(tmp_path / "arch.png")])
+    run_cli(["inspect", str(CONFIGS / config), "--out", str(tmp_path / "arch")])
     printed = capsys.readouterr().out
     for needle in expected:
         assert needle in printed, needle
-    assert (tmp_path / "arch.png").read_bytes()[:4] == b"\x89PNG"
+    name = f"architecture-{Path(config).stem}"
+    pictures = [tmp_path / "arch" / f"{name}.svg", tmp_path / "arch" / f"{name}.png"]
+    assert all(f"written: {path}" in printed for path in pictures)
+    assert pictures[1].read_bytes()[:4] == b"\x89PNG"
     task = load_from_config(CONFIGS / config, None)
     parts = architecture(task, sample_batch(task, 2, 16))
     assert sum(p.params for p in parts) == sum(p.numel() for p in task.parameters())

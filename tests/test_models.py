@@ -242,7 +242,7 @@ def test_bad_configs_name_the_value():
         DecoderConfig.from_preset("tiny", n_layer=3)
 
 
-def test_sequence_longer_than_position_table_names_max_len():
+def test_sequence_longer_than_position_table_names_max_length():
     model = decoder(max_length=16)
     with pytest.raises(ValueError, match="17 positions.*max_length=16"):
         model(ids(1, 17))
