@@ -4,17 +4,14 @@ does (the same config files and linked data facts), without a run folder or logg
 from __future__ import annotations
 
 import os
-import sys
-from unittest import mock
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import logging  # noqa: E402
 
 import lightning as L  # noqa: E402
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
-from experiments.cli import cli_settings, link_data_facts  # noqa: E402
+from experiments.cli import build_experiment  # noqa: E402
 
 # Lightning's notes on every Trainer ("GPU available", "Seed set", "max_steps reached") would
 # bury the benchmark table
@@ -31,29 +28,10 @@ QUICK_DEFAULT = [
 ]
 
 
-class _Builder(LightningCLI):
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        link_data_facts(parser)
-
-
 def build(
     config: str = DEFAULT, overrides: list[str] | None = None
 ) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
     """(task module, data module, trainer) of an experiment config with command-line
     `overrides`, as `tsuite fit` makes them but without logger, checkpoints, progress bar
     and model summary."""
-    with mock.patch.object(sys, "argv", sys.argv[:1]):  # only `args` count, not our own flags
-        cli = _Builder(
-            **cli_settings(),
-            run=False,
-            args=[
-                "-c",
-                config,
-                "--trainer.logger=false",
-                "--trainer.enable_checkpointing=false",
-                "--trainer.enable_model_summary=false",
-                "--trainer.enable_progress_bar=false",
-                *(overrides or []),
-            ],
-        )
-    return cli.model, cli.datamodule, cli.trainer
+    return build_experiment(["-c", config, *(overrides or [])])

@@ -14,6 +14,8 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from datamodules.sources import DataError
+from experiments.cli import build_experiment
 from experiments.diagram import mask_kind
 from experiments.trace import trace
 from modules.attention import MultiHeadAttention
@@ -182,15 +184,29 @@ def _si(n: float) -> str:
     return str(int(n))
 
 
-def load_from_config(path: Path, vocab_size: int | None) -> TaskModule:
-    """The config's model, with the preset's vocabulary size unless `vocab_size` is given (no
-    data is loaded)."""
-    model = yaml.safe_load(path.read_text())["model"]
-    cls = import_task(model["class_path"])
-    args = dict(model.get("init_args") or {})
+def load_from_config(path: Path, vocab_size: int | None = None) -> TaskModule:
+    """The model `tsuite fit` builds from the config, the data module's codec linked in (its
+    tokenizer loaded, or trained on the data and cached, only if no cached copy exists). When
+    the data cannot be loaded here (a hub data set offline), or with `vocab_size`, the config's
+    model alone, with `vocab_size` or the tokenizer settings' size."""
+    if vocab_size is None:
+        try:
+            return build_experiment(["-c", str(path)])[0].eval()  # type: ignore[return-value]
+        except DataError as error:
+            print(
+                f"[tsuite] the data of {path} cannot be loaded here ({error}); the vocabulary "
+                "size is taken from data.init_args.tokenizer.vocab_size",
+                flush=True,
+            )
+    config = yaml.safe_load(path.read_text())
+    args = dict(config["model"].get("init_args") or {})
+    if vocab_size is None:
+        vocab_size = (config.get("data", {}).get("init_args", {}).get("tokenizer") or {}).get(
+            "vocab_size"
+        )
     if vocab_size and not args.get("init_from"):
         args["arch"] = {**(args.get("arch") or {}), "vocab_size": vocab_size}
-    return cls(**args).eval()
+    return import_task(config["model"]["class_path"])(**args).eval()
 
 
 def main(argv: list[str]) -> None:
@@ -202,7 +218,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--length", type=int, default=16)
     p.add_argument(
-        "--vocab_size", type=int, help="for a config: the tokenizer's size (default: the preset's)"
+        "--vocab_size",
+        type=int,
+        help="for a config: this vocabulary size instead of the data module's tokenizer",
     )
     p.add_argument(
         "--out", type=Path, default=Path("."), help="folder for the SVG and PNG (default: .)"

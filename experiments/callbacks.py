@@ -248,6 +248,37 @@ class RunReport(Callback):
         return "\n".join(lines)
 
 
+class ArchitectureDiagram(Callback):
+    """The model drawn as the paper's Figure 1 (experiments/diagram.py) for a sample batch, once
+    at the start of training: architecture.svg in the run folder, and a PNG of it to W&B."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from experiments.architecture import sample_batch
+        from experiments.diagram import task_diagram
+        from experiments.diagram_render import write
+
+        if not isinstance(pl_module, TaskModule):
+            return
+        loggers = [g for g in trainer.loggers if isinstance(g, WandbLogger)]
+        online = [g for g in loggers if not getattr(g.experiment, "disabled", False)]
+        training = pl_module.training
+        # its own random numbers, and no dropout: training draws exactly what it would without
+        with torch.random.fork_rng(devices=[]), torch.compiler.set_stance("force_eager"):
+            torch.manual_seed(0)
+            pl_module.eval()
+            batch = sample_batch(pl_module, 2, min(16, pl_module.model.cfg.max_length))
+            device = {k: v.to(pl_module.device) for k, v in batch.items()}
+            diagram = task_diagram(pl_module, device)
+        pl_module.train(training)
+        paths = write(diagram, self.run_dir, "architecture", with_png=bool(online))
+        for logger in online:
+            logger.log_image(key="architecture", images=[str(paths[-1])])
+
+
 def define_wandb_metrics(run: Any, task: TaskModule) -> None:
     """Each validation metric's summary in W&B is its best: the minimum or the maximum."""
     for name, goal in task.metric_goals.items():

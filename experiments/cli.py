@@ -17,6 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -136,6 +137,26 @@ class SuiteCLI(LightningCLI):
                 f"module's ({data.source}, data.init_args.tokenizer): give the tokenizer the run "
                 "was trained with"
             )
+
+
+class _Builder(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        link_data_facts(parser)
+
+
+def build_experiment(args: list[str]) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
+    """The task, data module and trainer that `tsuite fit ARGS` makes (configs and overrides,
+    the data module's codec linked into the task), without a run folder, loggers, checkpoints,
+    progress bar or model summary, and without training."""
+    quiet = [
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.enable_progress_bar=false",
+    ]
+    with mock.patch.object(sys, "argv", sys.argv[:1]):  # only `args` count, not the caller's
+        cli = _Builder(**cli_settings(), run=False, args=[*args, *quiet])
+    return cli.model, cli.datamodule, cli.trainer
 
 
 def cli_settings() -> dict[str, Any]:

@@ -163,13 +163,15 @@ def png(scene: Scene, path: Path, scale: float = 2.0) -> None:
     Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
 
 
-def write(diagram: Diagram, folder: Path, name: str) -> list[Path]:
-    """`folder/name.svg` and `folder/name.png`; code links are relative to the folder."""
+def write(diagram: Diagram, folder: Path, name: str, with_png: bool = True) -> list[Path]:
+    """`folder/name.svg` (and `folder/name.png`); code links are relative to the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     root = Path(modules.__file__).resolve().parent.parent
     code_base = Path(os.path.relpath(root, folder.resolve())).as_posix()
     scene = Layout(diagram, code_base).scene()
     svg_path, png_path = folder / f"{name}.svg", folder / f"{name}.png"
     svg_path.write_text(svg(scene), encoding="utf-8")
+    if not with_png:
+        return [svg_path]
     png(scene, png_path)
     return [svg_path, png_path]

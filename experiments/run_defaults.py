@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import Logger, WandbLogger
 
-from experiments.callbacks import RunReport, SampleLog, Throughput
+from experiments.callbacks import ArchitectureDiagram, RunReport, SampleLog, Throughput
 from experiments.csv_logger import RunCSVLogger
 from experiments.progress import StepProgressBar, TableModelSummary
 from experiments.run_folder import RunFolder
@@ -41,6 +41,7 @@ def default_callbacks(
         RunReport(run.experiment, run.path, throughput),
         SampleLog(run.path),
         LearningRateMonitor("step"),
+        ArchitectureDiagram(run.path),
     ]
     if trainer.get("enable_progress_bar", True) is not False and not any(
         isinstance(c, ProgressBar) for c in config_callbacks

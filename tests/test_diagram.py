@@ -23,6 +23,7 @@ from modules.tasks import (
     TaskModule,
     TranslationModule,
 )
+from tests.codecs import toy_codec
 
 VOCAB = 96
 
@@ -33,7 +34,7 @@ def diagram_of(task: TaskModule, length: int = 12) -> Diagram:
 
 
 def translation(**arch) -> TranslationModule:
-    return TranslationModule(VOCAB, 0, 1, 2, preset="tiny", arch=arch, bleu=False)
+    return TranslationModule(codec=toy_codec(VOCAB, "encoder-decoder"), preset="tiny", arch=arch)
 
 
 def kinds(diagram: Diagram, column: str) -> list[str]:
@@ -120,7 +121,7 @@ def test_encoder_decoder_pre_ln_has_norms_before_sublayers_and_a_final_norm():
 
 
 def test_decoder_only_pre_ln_gpt():
-    task = CausalLMModule(VOCAB, preset="tiny")
+    task = CausalLMModule(codec=toy_codec(VOCAB, "decoder"), preset="tiny")
     d = diagram_of(task)
     assert [c.name for c in d.columns] == ["decoder"]
     assert kinds(d, "decoder") == [
@@ -139,7 +140,7 @@ def test_decoder_only_with_gqa_rope_rmsnorm_swiglu_untied():
     arch = dict(
         n_kv_heads=2, positions="rotary", norm="rmsnorm", activation="swiglu", tie_embeddings=False
     )
-    task = CausalLMModule(VOCAB, preset="tiny", arch=arch)
+    task = CausalLMModule(codec=toy_codec(VOCAB, "decoder"), preset="tiny", arch=arch)
     d = diagram_of(task)
     assert "positions" not in kinds(d, "decoder")  # RoPE acts inside attention
     attention = d.box("decoder.self_attn")
@@ -157,7 +158,7 @@ def test_decoder_only_with_gqa_rope_rmsnorm_swiglu_untied():
 
 
 def test_encoder_only_mlm_with_its_unused_pooler():
-    task = MaskedLMModule(VOCAB, 0, preset="tiny")
+    task = MaskedLMModule(codec=toy_codec(VOCAB), preset="tiny")
     d = diagram_of(task)
     assert [c.name for c in d.columns] == ["encoder"]
     assert kinds(d, "encoder") == [
@@ -176,10 +177,10 @@ def test_encoder_only_mlm_with_its_unused_pooler():
 @pytest.mark.parametrize("kind", ["classification", "question answering"])
 def test_encoder_task_heads_come_from_the_task(kind: str):
     if kind == "classification":
-        task = SequenceClassificationModule(VOCAB, 0, 3, preset="tiny")
+        task = SequenceClassificationModule(codec=toy_codec(VOCAB), num_classes=3, preset="tiny")
         expected = ["Pooler", "Classifier"]
     else:
-        task = QuestionAnsweringModule(VOCAB, 0, preset="tiny")
+        task = QuestionAnsweringModule(codec=toy_codec(VOCAB), preset="tiny")
         expected = ["Span Head"]
     d = diagram_of(task)
     heads = [b.label for b in d.column("encoder").boxes() if b.kind == "head"]

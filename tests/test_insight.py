@@ -9,7 +9,7 @@ import yaml
 
 from experiments.architecture import architecture, load_from_config, sample_batch
 from experiments.attention_maps import attention_maps
-from tests.cli_helpers import CONFIGS, run_cli
+from tests.cli_helpers import CONFIGS, fit_once, run_cli
 from tests.test_training import lm_config, numbers_config, only_run
 
 
@@ -148,7 +148,8 @@ def test_attention_maps_during_training_and_for_any_text(isolated: Path):
     ],
 )
 def test_inspect_maps_the_three_families(config: str, expected: list[str], tmp_path: Path, capsys):
-    run_cli(["inspect", str(CONFIGS / config), "--out", str(tmp_path / "arch")])
+    # --vocab_size: no data loaded or tokenizer trained (the next test covers that path)
+    run_cli(["inspect", str(CONFIGS / config), "--out", str(tmp_path / "arch"), "--vocab_size=500"])
     printed = capsys.readouterr().out
     for needle in expected:
         assert needle in printed, needle
@@ -156,8 +157,18 @@ def test_inspect_maps_the_three_families(config: str, expected: list[str], tmp_p
     pictures = [tmp_path / "arch" / f"{name}.svg", tmp_path / "arch" / f"{name}.png"]
     assert all(f"written: {path}" in printed for path in pictures)
     assert pictures[1].read_bytes()[:4] == b"\x89PNG"
-    task = load_from_config(CONFIGS / config, None)
+    task = load_from_config(CONFIGS / config, 500)
     parts = architecture(task, sample_batch(task, 2, 16))
     assert sum(p.params for p in parts) == sum(p.numel() for p in task.parameters())
     assert all(p.flops > 0 for p in parts if "attention" in p.kind or "feed-forward" in p.kind)
     json.dumps([p.__dict__ for p in parts])  # plain data
+
+
+def test_inspect_of_a_config_counts_the_model_fit_trains(isolated: Path, capsys):
+    """The vocabulary (and the rest the data module links in) comes from the config's data."""
+    config = lm_config(isolated, max_steps=1, val_check_interval=1)
+    run = fit_once(isolated, config)
+    trained = json.loads((run / "summary.json").read_text())["parameters"]
+    inspected = load_from_config(config)
+    assert sum(p.numel() for p in inspected.parameters()) == trained
+    assert (run / "architecture.svg").is_file()  # the run drew its model once
