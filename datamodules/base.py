@@ -68,6 +68,12 @@ class TextDataModule(L.LightningDataModule):
         """Parameters that change the tokenised data (part of the cache key)."""
         return {}
 
+    def sequence_lengths(self) -> dict[str, int]:
+        """The longest sequence the model gets, by the setting that bounds it (checked against
+        the model's position table before anything runs)."""
+        max_length = getattr(self, "max_length", None)
+        return {} if max_length is None else {"data.init_args.max_length": max_length}
+
     def encode(self, batch: dict[str, list]) -> dict[str, list]:
         """Raw columns of a batch of rows -> token columns."""
         raise NotImplementedError

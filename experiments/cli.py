@@ -107,6 +107,7 @@ class SuiteCLI(LightningCLI):
         run, settings = self.run, self._settings()
         config = self._parser(self.subcommand).dump(settings, skip_none=False)
         self.check_codec(settings.get("ckpt_path"))
+        check_lengths(self.model, self.datamodule, settings.model.init_args)
         if is_global_rank_zero():
             # Tokenise before the run folder exists, so bad data never leaves a folder behind.
             self.datamodule.prepare_data()
@@ -157,6 +158,26 @@ def build_experiment(args: list[str]) -> tuple[L.LightningModule, L.LightningDat
     with mock.patch.object(sys, "argv", sys.argv[:1]):  # only `args` count, not the caller's
         cli = _Builder(**cli_settings(), run=False, args=[*args, *quiet])
     return cli.model, cli.datamodule, cli.trainer
+
+
+def check_lengths(task: Any, data: Any, model_args: Any) -> None:
+    """Every sequence the data makes fits the model's position table (found before training,
+    not at the first forward pass)."""
+    if not hasattr(data, "sequence_lengths") or not hasattr(task, "model"):
+        return
+    limit = task.model.cfg.max_length
+    table = (
+        f"the pretrained model's position table ({limit} positions, "
+        f"model.init_args.init_from={model_args.init_from})"
+        if model_args.get("init_from")
+        else f"model.init_args.arch.max_length={limit}"
+    )
+    for key, length in data.sequence_lengths().items():
+        if length > limit:
+            raise ValueError(
+                f"{key}={length} is longer than {table}: lower {key} or give the model a longer "
+                "position table"
+            )
 
 
 def cli_settings() -> dict[str, Any]:
@@ -233,14 +254,17 @@ def main(args: list[str] | None = None) -> None:
         print(f"tsuite: error: {error}", file=sys.stderr)
         sys.exit(1)
     except (DataError, FileNotFoundError, ValueError, argparse.ArgumentError) as error:
+        RunFolder.remove_unfinished()
         if os.environ.get("TSUITE_DEBUG"):
             raise
-        RunFolder.remove_unfinished()
         print(
             f"tsuite: error: {_readable(error)}\n(set TSUITE_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         sys.exit(2)
+    except BaseException:  # anything else (a bug, Ctrl+C at start-up) before a checkpoint
+        RunFolder.remove_unfinished()
+        raise
     finally:
         # The folder was for the ranks this run spawns; a later run in this process (or a
         # process it starts) must not log into it.

@@ -27,7 +27,7 @@ from experiments.user_files import checkpoint_file, read_text
 from modules.codec import Codec
 from modules.interop import from_hf, resolve_model_path
 from modules.models import EncoderTransformer, mean_pooled
-from modules.tasks import load_task
+from modules.tasks import TASKS, load_task
 
 
 def load_pretrained(spec: str) -> tuple[EncoderTransformer, Codec, int]:
@@ -47,12 +47,10 @@ def load_pretrained(spec: str) -> tuple[EncoderTransformer, Codec, int]:
 
 
 def load_checkpoint(checkpoint: Path) -> tuple[EncoderTransformer, Codec, int]:
-    task = load_task(checkpoint)
-    if not isinstance(task.model, EncoderTransformer):
-        raise ValueError(
-            f"{checkpoint} holds a {type(task.model).__name__}; embeddings need an encoder "
-            "(a masked-LM, classification or question-answering checkpoint)"
-        )
+    encoders = tuple(t for t in TASKS if t.family == "encoder")
+    purpose = "embeddings need an encoder (a masked-LM, classification or QA checkpoint)"
+    task = load_task(checkpoint, "cpu", encoders, purpose)
+    assert isinstance(task.model, EncoderTransformer)
     return task.model, task.require_codec(), task.model.cfg.max_length
 
 
@@ -101,7 +99,9 @@ def main(argv: list[str]) -> None:
     p.add_argument(
         "--pretrained", help="instead of a checkpoint: a saved HF BERT folder or package:MODULE"
     )
-    p.add_argument("--input", type=Path, help="one text a line (default: stdin)")
+    p.add_argument(
+        "--input", type=Path, default=Path("-"), help="one text a line (default -: stdin)"
+    )
     p.add_argument("--output", type=Path, help=".npy, or JSON lines (default: stdout)")
     p.add_argument("--max_length", type=int, help="tokens per text, [CLS] and [SEP] included")
     p.add_argument("--batch_size", type=int, default=64)
@@ -109,7 +109,8 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     if (args.checkpoint is None) == (args.pretrained is None):
         raise ValueError("give either a checkpoint or --pretrained (a HF folder or package:MODULE)")
-    text = read_text(args.input) if args.input else None  # a bad file fails before loading
+    stdin = str(args.input) == "-"
+    text = None if stdin else read_text(args.input)  # a bad file fails before loading
     if args.pretrained:
         model, codec, max_length = load_pretrained(args.pretrained)
     else:
@@ -120,9 +121,7 @@ def main(argv: list[str]) -> None:
             f"--max_length {max_length} leaves no room for text between [CLS] and [SEP]"
         )
     if text is None:
-        text = sys.stdin.read()
-    if not text.strip("\n"):
-        raise ValueError("no input text: give one text a line (--input FILE or stdin)")
+        text = read_text(args.input)
     texts = text.rstrip("\n").split("\n")
     vectors = embed_texts(model.to(args.device), codec, texts, max_length, args.batch_size)
     write(texts, vectors, args.output)

@@ -36,12 +36,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
-    task = load_task(args.checkpoint, args.device)
-    if not isinstance(task, CausalLMModule):
-        raise ValueError(
-            f"{args.checkpoint} is a {type(task).__name__}; generate continues text with a "
-            "decoder-only model (a CausalLMModule checkpoint)"
-        )
+    task = load_task(
+        args.checkpoint,
+        args.device,
+        CausalLMModule,
+        "tsuite generate continues text with a decoder-only model (a CausalLMModule checkpoint)",
+    )
+    assert isinstance(task, CausalLMModule)
     if not args.prompt:
         raise ValueError("--prompt is empty or missing: give at least one character of text")
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.repetition_penalty)

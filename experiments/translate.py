@@ -27,9 +27,10 @@ from modules.tasks.checkpoints import read_checkpoint, upgraded
 
 
 def load_translator(checkpoint: Path) -> TranslationModule:
-    task = load_task(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(task, TranslationModule):
-        raise ValueError(f"{checkpoint} is a {type(task).__name__}, not a translation model")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    purpose = "this tool translates with an encoder-decoder (a TranslationModule checkpoint)"
+    task = load_task(checkpoint, device, TranslationModule, purpose)
+    assert isinstance(task, TranslationModule)
     return task
 
 
@@ -49,14 +50,17 @@ def check_decoding(args: argparse.Namespace) -> None:
 def translate_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="tsuite translate", description=__doc__)
     decoding_options(p)
-    p.add_argument("--input", type=Path, help="one sentence a line (default: stdin)")
+    p.add_argument(
+        "--input", type=Path, default=Path("-"), help="one sentence a line (default -: stdin)"
+    )
     p.add_argument("--output", type=Path, help="default: stdout")
     args = p.parse_args(argv)
     check_decoding(args)
-    lines = read_lines(args.input) if args.input else None  # a bad file fails before loading
+    stdin = str(args.input) == "-"
+    lines = None if stdin else read_lines(args.input)  # a bad file fails before loading
     task = load_translator(args.checkpoint)
     if lines is None:
-        lines = sys.stdin.read().rstrip("\n").split("\n")
+        lines = read_lines(args.input)
     translations = task.translate_texts(lines, args.beam, args.alpha, args.batch_size)
     output = "\n".join(translations) + "\n"
     if args.output:

@@ -4,6 +4,7 @@ with errors that name the file and line instead of a decoder's or parser's trace
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,17 @@ import yaml
 
 
 def read_text(path: Path) -> str:
-    if not path.is_file():
+    """Any readable path (a file, /dev/stdin, a pipe or `<(...)`), or `-` for standard input."""
+    if str(path) == "-":
+        stream = getattr(sys.stdin, "buffer", None)  # text only when replaced (tests)
+        data = stream.read() if stream is not None else sys.stdin.read().encode()
+        path = Path("standard input")
+    elif not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    data = path.read_bytes()
+    elif path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file (or - for standard input)")
+    else:
+        data = path.read_bytes()
     if not data.strip():
         raise ValueError(f"{path} is empty")
     try:

@@ -129,7 +129,7 @@ def fit_once(tmp: Path, config: Path, *overrides: str) -> Path:
 
 
 def run_cli_process(
-    args: list[str], env: dict[str, str] | None = None, timeout: int = 300
+    args: list[str], env: dict[str, str] | None = None, timeout: int = 300, stdin: str = ""
 ) -> subprocess.CompletedProcess:
     environment = {**os.environ, **(env or {})}
     environment.pop("TSUITE_RUN_DIR", None)
@@ -140,6 +140,7 @@ def run_cli_process(
         env=environment,
         timeout=timeout,
         cwd=ROOT,
+        input=stdin,
     )
 
 

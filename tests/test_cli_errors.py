@@ -43,6 +43,7 @@ def world(tmp_path_factory) -> Path:
         source(root / "pairs"),
         TINY_ARCH,
         '--data.init_args.tokenizer={"kind": "bpe", "vocab_size": 120}',
+        "--data.init_args.max_length=64",
         "--trainer.max_steps=2",
         "--trainer.val_check_interval=2",
         "--trainer.callbacks=[]",
@@ -65,6 +66,7 @@ def files(tmp: Path, world: Path) -> dict[str, str]:
         "truncated.ckpt": lm.read_bytes()[: lm.stat().st_size // 2],
         "badtok.json": "{not json",
         "text.txt": "one\ntwo\n",
+        "text.ckpt": "one\ntwo\n",
         "empty.txt": "",
         "bytes.txt": b"one\ntw\xff\n",
         "long.txt": "one\n" + "number " * 100 + "\n",
@@ -99,6 +101,7 @@ FIT = [
     "{default}",
     '--data.init_args.source={"kind": "local", "name": "{world}/pairs"}',
     '--data.init_args.tokenizer={"kind": "bpe", "vocab_size": 120}',
+    "--data.init_args.max_length=64",
 ]
 SOURCE = '--data.init_args.source={"kind": "local", "name": "{tmp}/%s"}'
 # (command line, what the message must name)
@@ -153,7 +156,40 @@ CASES = {
     "fit/undecodable-data": ([*FIT, SOURCE % "undecodable"], ["train.jsonl, line 2: not valid"]),
     "fit/input-longer-than-model": (
         [*FIT, TINY_ARCH.replace('"max_length": 64', '"max_length": 4')],
-        ["exceeds max_length=4"],
+        ["data.init_args.max_length=64", "model.init_args.arch.max_length=4"],
+    ),
+    # fit: optimizer and schedule settings, named when the config is read
+    "fit/negative-lr": ([*FIT, "--model.init_args.optim.lr=-1"], ["model.init_args.optim.lr=-1"]),
+    "fit/bad-betas": ([*FIT, "--model.init_args.optim.betas=[0.9, 1.5]"], ["optim.betas="]),
+    "fit/zero-eps": ([*FIT, "--model.init_args.optim.eps=0"], ["model.init_args.optim.eps=0"]),
+    "fit/negative-decay": ([*FIT, "--model.init_args.optim.weight_decay=-0.1"], ["weight_decay"]),
+    "fit/negative-warmup": ([*FIT, "--model.init_args.optim.warmup_steps=-5"], ["warmup_steps"]),
+    "fit/min-ratio": ([*FIT, "--model.init_args.optim.min_lr_ratio=2"], ["min_lr_ratio=2"]),
+    # a checkpoint of another task, in every command that takes one
+    **{
+        f"{command}/checkpoint-of-another-task": (
+            [command, *FIT[1:], "--ckpt_path={lm}"],
+            ["lm", "holds a CausalLMModule (decoder", "trains a TranslationModule"],
+        )
+        for command in ("fit", "validate", "test", "predict")
+    },
+    "fit/text-named-ckpt": ([*FIT, "--ckpt_path={tmp}/text.ckpt"], ["text.ckpt is not a readable"]),
+    "evaluate/other-model": (
+        ["evaluate", "{lm}", "--source", "{tmp}/text.txt", "--reference", "{tmp}/text.txt"],
+        ["holds a CausalLMModule (decoder"],
+    ),
+    "attention/truncated-checkpoint": (
+        ["attention", "{tmp}/truncated.ckpt", "one"],
+        ["truncated.ckpt is not a readable checkpoint: truncated"],
+    ),
+    "inspect/text-named-ckpt": (["inspect", "{tmp}/text.ckpt"], ["text.ckpt is not a readable"]),
+    "average/truncated-checkpoint": (
+        ["average", "{mt}", "{tmp}/truncated.ckpt", "--out", "{tmp}/avg.ckpt"],
+        ["truncated.ckpt is not a readable checkpoint: truncated"],
+    ),
+    "upgrade/text-named-ckpt": (
+        ["upgrade", "{tmp}/text.ckpt", "--out", "{tmp}/new.ckpt"],
+        ["text.ckpt is not a readable checkpoint"],
     ),
     # translate
     "translate/missing-checkpoint": (["translate", "{tmp}/absent.ckpt"], ["absent.ckpt does not"]),
@@ -167,7 +203,7 @@ CASES = {
     ),
     "translate/other-model": (
         ["translate", "{lm}", "--input", "{tmp}/text.txt"],
-        ["is a CausalLMModule, not a translation model"],
+        ["holds a CausalLMModule (decoder", "translates with an encoder-decoder"],
     ),
     "translate/missing-input": (["translate", "{mt}", "--input", "{tmp}/no.txt"], ["no.txt does"]),
     "translate/empty-input": (
@@ -193,7 +229,10 @@ CASES = {
         ["generate", "{tmp}/garbage.ckpt", "--prompt", "It"],
         ["garbage.ckpt is not a readable checkpoint"],
     ),
-    "generate/other-model": (["generate", "{mt}", "--prompt", "It"], ["is a TranslationModule"]),
+    "generate/other-model": (
+        ["generate", "{mt}", "--prompt", "It"],
+        ["holds a TranslationModule (encoder-decoder", "decoder-only"],
+    ),
     "generate/empty-prompt": (["generate", "{lm}", "--prompt", ""], ["--prompt is empty"]),
     "generate/prompt-too-long": (
         ["generate", "{lm}", "--prompt", "x" * 60, "--max_new_tokens", "10"],
@@ -233,7 +272,7 @@ CASES = {
     ),
     "embed/other-model": (
         ["embed", "{lm}", "--input", "{tmp}/text.txt"],
-        ["holds a DecoderTransformer; embeddings need an encoder"],
+        ["holds a CausalLMModule (decoder", "embeddings need an encoder"],
     ),
     "embed/missing-input": (["embed", "{lm}", "--input", "{tmp}/no.txt"], ["no.txt does not"]),
     "embed/empty-input": (["embed", "{lm}", "--input", "{tmp}/empty.txt"], ["empty.txt is empty"]),

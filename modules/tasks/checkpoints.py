@@ -23,15 +23,24 @@ FORMAT_1_LINKED = ("vocab_size", "pad_id", "bos_id", "eos_id", "tokenizer_path",
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's contents, memory-mapped (tensors are read only when used), or a clear
     error for a file that is missing, damaged or not a checkpoint."""
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} is not a file")
+    with path.open("rb") as file:
+        start = file.read(4)
+    if start != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise ValueError(
+            f"{path} is not a readable checkpoint: not written by torch.save (a checkpoint is a "
+            f"zip archive; this file starts with {start!r})"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"{path} is not a readable checkpoint (truncated, damaged, or not written by "
-            f"torch.save): {reason}"
+            f"{path} is not a readable checkpoint: truncated or damaged (a copy or download that "
+            f"stopped early?), {path.stat().st_size:,} bytes: {reason}"
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(
@@ -104,11 +113,19 @@ def upgraded(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     return out
 
 
-def load_task(path: Path, device: str = "cpu") -> TaskModule:
+def load_task(
+    path: Path,
+    device: str = "cpu",
+    expected: type[TaskModule] | tuple[type[TaskModule], ...] = TaskModule,
+    purpose: str = "",
+) -> TaskModule:
     """The task of one of our checkpoints, built from the model config and codec inside (the
-    presets and tokenizer files of today do not matter), in eval mode."""
+    presets and tokenizer files of today do not matter), in eval mode. A checkpoint of a task
+    other than `expected` is refused with what it holds and the `purpose` it cannot serve."""
     checkpoint = upgraded(read_checkpoint(path), path)
     cls = task_class(checkpoint, path)
+    if not issubclass(cls, expected):
+        raise ValueError(f"{path} holds {describe_checkpoint(checkpoint, path)}; {purpose}")
     # LightningCLI adds _class_path and _instantiator to the hyperparameters
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     task = cls(**hparams)

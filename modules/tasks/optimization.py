@@ -34,11 +34,25 @@ class OptimizerConfig:
     max_nonfinite_steps: int = 5
 
     def __post_init__(self) -> None:
-        if self.max_nonfinite_steps < 1:
-            raise ValueError(
-                f"optim.max_nonfinite_steps={self.max_nonfinite_steps}: must be at least 1 "
-                "(1 stops at the first non-finite step)"
-            )
+        beta1, beta2 = self.betas
+        problems = {
+            "lr": (self.lr > 0, "the peak learning rate must be > 0"),
+            "betas": (
+                0 <= beta1 < 1 and 0 <= beta2 < 1,
+                "both must lie in [0, 1), e.g. [0.9, 0.98]",
+            ),
+            "eps": (self.eps > 0, "must be > 0, e.g. 1e-8"),
+            "weight_decay": (self.weight_decay >= 0, "must be >= 0"),
+            "warmup_steps": (self.warmup_steps >= 0, "must be >= 0 optimizer steps"),
+            "min_lr_ratio": (0 <= self.min_lr_ratio <= 1, "must lie in [0, 1] (of the peak rate)"),
+            "max_nonfinite_steps": (
+                self.max_nonfinite_steps >= 1,
+                "must be at least 1 (1 stops at the first non-finite step)",
+            ),
+        }
+        for name, (valid, rule) in problems.items():
+            if not valid:
+                raise ValueError(f"model.init_args.optim.{name}={getattr(self, name)}: {rule}")
 
 
 class NonFiniteError(RuntimeError):
