@@ -165,11 +165,11 @@ def check_lengths(task: Any, data: Any, model_args: Any) -> None:
     not at the first forward pass)."""
     if not hasattr(data, "sequence_lengths") or not hasattr(task, "model"):
         return
-    limit = task.model.cfg.max_length
+    limit, pretrained = task.model.cfg.max_length, model_args.get("init_from")
     table = (
         f"the pretrained model's position table ({limit} positions, "
-        f"model.init_args.init_from={model_args.init_from})"
-        if model_args.get("init_from")
+        f"model.init_args.init_from={pretrained})"
+        if pretrained
         else f"model.init_args.arch.max_length={limit}"
     )
     for key, length in data.sequence_lengths().items():

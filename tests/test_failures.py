@@ -65,3 +65,27 @@ def test_input_from_standard_input_and_device_files(world: Path):  # noqa: F811
         assert len(done.stdout.splitlines()) == 2  # a translation for each line
     done = run_cli_process(["translate", checkpoint, "--input", "-"], stdin="\n")
     assert done.returncode == 2 and "standard input is empty" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "data_class",
+    [
+        "CausalLMDataModule",
+        "MaskedLMDataModule",
+        "ClassificationDataModule",
+        "QuestionAnsweringDataModule",
+        "TranslationDataModule",
+    ],
+)
+def test_every_data_length_is_checked_against_the_position_table(data_class: str):
+    import datamodules
+    from datamodules import Source, TokenizerSpec
+    from experiments.cli import check_lengths
+    from modules.tasks import CausalLMModule
+
+    cls = getattr(datamodules, data_class)
+    data = cls(Source(), TokenizerSpec(), max_length=200)  # nothing is loaded yet
+    task = CausalLMModule(preset="tiny", arch={"max_length": 100})
+    with pytest.raises(ValueError, match=r"data.init_args.max_length=200 is longer than model"):
+        check_lengths(task, data, {"init_from": None})
+    check_lengths(CausalLMModule(preset="tiny", arch={"max_length": 200}), data, {})
