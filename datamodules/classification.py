@@ -42,6 +42,13 @@ class ClassificationDataModule(TextDataModule):
         )
         self.max_length = max_length
 
+    @property
+    def label_names(self) -> list[str] | None:
+        """The classes' names where the data set declares them (a `ClassLabel` column)."""
+        feature = self.raw["train"].features.get(self.label_column)
+        names = getattr(feature, "names", None)
+        return list(names) if names and len(names) == self.num_classes else None
+
     def text_columns(self) -> list[str]:
         return [self.text_column] + ([self.pair_column] if self.pair_column else [])
 

@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.sources import DataError
 from experiments.callbacks import ResumeState
+from experiments.packaged import config_arguments
 from experiments.run_defaults import default_callbacks, default_loggers
 from experiments.run_folder import RUN_DIR_ENV, RunFolder, is_global_rank_zero
 from experiments.saving import AtomicCheckpointIO
@@ -31,7 +32,7 @@ from experiments.user_files import load_yaml
 from modules.tasks import NonFiniteError
 from modules.tasks.checkpoints import describe_checkpoint, import_task, read_checkpoint, task_class
 
-LINKED = ("codec", "num_classes")  # data module facts the task is built with
+LINKED = ("codec", "num_classes", "label_names")  # data module facts the task is built with
 
 TOOLS = {  # suite commands beside LightningCLI's
     "generate": "experiments.generate",
@@ -45,6 +46,8 @@ TOOLS = {  # suite commands beside LightningCLI's
     "embed": "experiments.embed",
     "upgrade": "experiments.upgrade",
     "prepare": "experiments.prepare",
+    "export": "experiments.export",
+    "configs": "experiments.packaged",
 }
 
 
@@ -228,7 +231,7 @@ def quiet() -> None:
 
 def main(args: list[str] | None = None) -> None:
     quiet()
-    argv = sys.argv[1:] if args is None else args
+    argv = config_arguments(sys.argv[1:] if args is None else args)
     RunFolder.created_here.clear()  # only this invocation's folders
     inherited_run_dir = os.environ.get(RUN_DIR_ENV)
     try:
@@ -237,6 +240,8 @@ def main(args: list[str] | None = None) -> None:
             getattr(importlib.import_module(module), function or "main")(argv[1:])
             return
         check_files(argv)
+        if args is None:  # resolved configs in sys.argv too: DDP starts its ranks from it
+            sys.argv[1:] = argv
         import torch
 
         if torch.cuda.is_available():
@@ -248,7 +253,7 @@ def main(args: list[str] | None = None) -> None:
                 "exit_on_error": False,
                 **{command: {"exit_on_error": False} for command in LightningCLI.subcommands()},
             },
-            args=args,
+            args=None if args is None else argv,
         )
     except NonFiniteError as error:  # the run folder stays: its metrics show the divergence
         print(f"tsuite: error: {error}", file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from experiments import compare
+from experiments.packaged import packaged_file
 
 
 def grid(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,6 +67,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("sweep", type=Path, help="a W&B sweep file (experiments/sweeps/...)")
     p.add_argument("--dry_run", action="store_true", help="print the commands only")
     args, overrides = p.parse_known_args(argv)
+    args.sweep = Path(packaged_file(str(args.sweep), "sweeps"))
     if not args.sweep.is_file():
         raise FileNotFoundError(f"sweep file {args.sweep} does not exist")
     spec = yaml.safe_load(args.sweep.read_text())

@@ -46,7 +46,7 @@ class NoEquivalent(ValueError):
 
 @dataclass(frozen=True)
 class SpecialTokens:
-    """Ids of the special tokens our data path uses (named as on `TextTokenizer`): padding, the
+    """Ids of the special tokens our data path uses (named as on `Codec`): padding, the
     start token (BERT's [CLS], the decoder's first input), the end token ([SEP], end of text),
     and the mask and unknown tokens where the vocabulary has them."""
 

@@ -31,15 +31,18 @@ class SequenceClassificationModule(TaskModule):
     def __init__(
         self,
         num_classes: int = 2,
+        label_names: list[str] | None = None,
         preset: str = "bert-base",
         classifier_dropout: float = 0.1,
         optim: OptimizerConfig = FINETUNE_OPTIM,
         **common: Any,
     ) -> None:
-        """num_classes: linked from the data module. With `init_from`, the architecture comes
+        """num_classes, label_names: linked from the data module (the names where the data set
+        declares them; exported models carry them). With `init_from`, the architecture comes
         from the pretrained weights; `arch` may then only change dropout. `common`: see
         TaskModule (codec, arch, init_from, compile, monitor)."""
         super().__init__(preset=preset, optim=optim, **common)
+        self.label_names = label_names
         if self.model.pooler is None:
             raise ValueError("the encoder has no pooler; build it with pooler=True")
         self.head = nn.Sequential(
