@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,7 @@ def whole_split_loss(model: nn.Module, stream: Tensor) -> float:
 
 
 def train_reference(
-    train: Tensor, val: Tensor, vocab_size: int, seed: int, steps: int
+    train: Tensor, val: Tensor, vocab_size: int, seed: int, steps: int, evaluate: bool = True
 ) -> tuple[nn.Module, float]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -139,7 +140,7 @@ def train_reference(
     optimizer = torch.optim.AdamW(groups, lr=LR, betas=BETAS)
     start = time.perf_counter()
     for it in range(steps + 1):
-        if it % EVAL_INTERVAL == 0:
+        if evaluate and it % EVAL_INTERVAL == 0:
             model.eval()
             for split in (train, val):  # nanoGPT's evaluation, for its cost (values unused)
                 estimate(model, split, generator)
@@ -156,13 +157,21 @@ def train_reference(
     return model.eval(), time.perf_counter() - start
 
 
-def train_ours(data: Path, seed: int, steps: int, runs: Path) -> tuple[nn.Module, float, float]:
-    """`tsuite fit` in a child process; returns the final model, the fit's own wall time
-    (summary.json) and the child's wall time from start to exit."""
+def train_ours(
+    data: Path,
+    seed: int,
+    steps: int,
+    runs: Path,
+    overrides: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> tuple[nn.Module, dict[str, float]]:
+    """`tsuite fit` in a child process; returns the final model and its times: the training
+    loop with its validations (`loop`, summary.json), the whole fit (`fit`) and the child's
+    wall time from start to exit (`process`)."""
     source = json.dumps(
         {"kind": "local", "name": str(data), "sample_by": "document", "validation_fraction": 0.1}
     )
-    run_dir = runs / f"seed{seed}"
+    run_dir = runs / f"seed{seed}-{len(list(runs.glob('seed*')))}"
     start = time.perf_counter()
     done = subprocess.run(
         [
@@ -176,16 +185,20 @@ def train_ours(data: Path, seed: int, steps: int, runs: Path) -> tuple[nn.Module
             f"--data.init_args.source={source}",
             f"--seed_everything={seed}",
             f"--trainer.max_steps={steps}",
+            *overrides,
         ],
         capture_output=True,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     process_seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"tsuite fit failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    task = load_task(run_dir / "checkpoints" / "last.ckpt")
-    return task.model, summary["wall_seconds"], process_seconds
+    checkpoints = run_dir / "checkpoints" / "last.ckpt"
+    model = load_task(checkpoints).model if checkpoints.is_file() else nn.Identity()
+    times = {"loop": summary["loop_seconds"], "fit": summary["wall_seconds"]}
+    return model, {**times, "process": process_seconds}
 
 
 def streams(data: Path) -> tuple[Tensor, Tensor, int]:
@@ -215,6 +228,66 @@ def score(model: nn.Module, val: Tensor, draws: int) -> dict[str, float]:
     }
 
 
+# nanoGPT evaluates 20 batches of each split every 250 steps: 40 batches of 12 windows, the
+# work `--equal-validation` gives `tsuite fit` (40 of the 145 validation batches)
+EQUAL_VALIDATION = (f"--trainer.limit_val_batches={2 * EVAL_ITERS}",)
+# What `--breakdown` takes away from `tsuite fit`, one after another (each row without all the
+# ones above it): the time each saves is its cost.
+LADDER: list[tuple[str, tuple[str, ...], dict[str, str]]] = [
+    ("as shipped (whole-split validation)", (), {}),
+    ("validation as the plain loop's (40 batches)", EQUAL_VALIDATION, {}),
+    ("- samples after each validation", ("--model.init_args.sample_tokens=0",), {}),
+    ("- W&B (offline) logging", (), {"WANDB_MODE": "disabled"}),
+    ("- checkpoints", ("--trainer.enable_checkpointing=false",), {}),
+    ("- progress bar", ("--trainer.enable_progress_bar=false",), {}),
+    ("- validation", ("--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0"), {}),
+]
+
+
+def breakdown(
+    data: Path, seed: int, steps: int, runs: Path, train: Tensor, val: Tensor, vocab: int
+) -> None:
+    """Seconds of the training loop (with its validations) per rung of the ladder, and the
+    plain loop with and without its evaluation; each rung once, then each again (interleaved),
+    the faster of the two counts."""
+    overrides: tuple[str, ...] = ()
+    env: dict[str, str] = {}
+    rungs = []
+    for name, more, extra in LADDER:  # a later value of the same key wins on the command line
+        overrides, env = (*overrides, *more), {**env, **extra}
+        rungs.append((name, overrides, dict(env)))
+    seconds: dict[str, list[float]] = {name: [] for name, _, _ in rungs}
+    plain: dict[str, list[float]] = {
+        "plain loop, its evaluation": [],
+        "plain loop, no evaluation": [],
+    }
+    for _ in range(2):
+        for name, overrides, env in rungs:
+            seconds[name].append(train_ours(data, seed, steps, runs, overrides, env)[1]["loop"])
+        plain["plain loop, its evaluation"].append(
+            train_reference(train, val, vocab, seed, steps)[1]
+        )
+        plain["plain loop, no evaluation"].append(
+            train_reference(train, val, vocab, seed, steps, False)[1]
+        )
+    print(
+        f"\nwhere the time goes: {steps} steps, seed {seed}, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"{'tsuite fit':<46} {'loop s':>7} {'saved s':>8}")
+    previous = None
+    for name, _, _ in rungs:
+        best = min(seconds[name])
+        saved = "" if previous is None else f"{previous - best:8.1f}"
+        print(f"{name:<46} {best:7.1f} {saved}")
+        previous = best
+    for name, values in plain.items():
+        print(f"{name:<46} {min(values):7.1f}")
+    print(
+        f"fixed cost per step (bare suite - plain loop without evaluation): "
+        f"{1000 * (previous - min(plain['plain loop, no evaluation'])) / steps:.2f} ms"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -223,21 +296,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1337])
     p.add_argument("--draws", type=int, default=100, help="nanoGPT estimates drawn per model")
     p.add_argument("--steps", type=int, default=STEPS, help="optimizer steps (nanoGPT: 2000)")
+    p.add_argument(
+        "--equal-validation",
+        action="store_true",
+        help="tsuite fit validates 40 batches, the plain loop's evaluation work (2 x 20)",
+    )
+    p.add_argument(
+        "--breakdown", action="store_true", help="where the suite's time goes (first seed)"
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
     if not args.data.is_file():
         raise SystemExit(f"Tiny Shakespeare not found at {args.data} (input.txt)")
     train, val, vocab_size = streams(args.data)
     rows = []
+    overrides = EQUAL_VALIDATION if args.equal_validation else ()
     with tempfile.TemporaryDirectory(prefix="tsuite-shakespeare-") as runs:
+        if args.breakdown:
+            breakdown(args.data, args.seeds[0], args.steps, Path(runs), train, val, vocab_size)
+            return
         for seed in args.seeds:
-            model, fit_s, process_s = train_ours(args.data, seed, args.steps, Path(runs))
+            model, times = train_ours(args.data, seed, args.steps, Path(runs), overrides)
             rows.append(
                 {
                     "side": "tsuite fit",
                     "seed": seed,
-                    "seconds": fit_s,
-                    "process_seconds": process_s,
+                    "seconds": times["loop"],
+                    "fit_seconds": times["fit"],
+                    "process_seconds": times["process"],
                     **score(model, val, args.draws),
                 }
             )
@@ -251,6 +337,15 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
             print_table(rows, args.steps, args.draws)
+    ours = [r["seconds"] for r in rows if r["side"] == "tsuite fit"]
+    theirs = [r["seconds"] for r in rows if r["side"] != "tsuite fit"]
+    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
+    print(
+        f"training time, tsuite fit / plain loop: {', '.join(f'{r:.3f}' for r in ratios)} "
+        f"(median {ratios[len(ratios) // 2]:.3f}); validation: "
+        f"{'40 batches (equal work)' if args.equal_validation else 'whole split (suite)'}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (args.out / f"shakespeare-char-{stamp}.json").write_text(json.dumps(rows, indent=2))
@@ -263,16 +358,17 @@ def print_table(rows: list[dict], steps: int, draws: int) -> None:
     )
     print(
         f"{'implementation':<28} {'seed':>5} {'whole split':>11} "
-        f"{f'20-batch estimate, {draws} draws':>32} {'train s':>8} {'process s':>9}"
+        f"{f'20-batch estimate, {draws} draws':>32} {'train s':>8} {'fit s':>6} {'process s':>9}"
     )
     for r in rows:
         spread = (
             f"{r['estimate_mean']:.4f} +- {r['estimate_std']:.4f} (min {r['estimate_min']:.4f})"
         )
         process = f"{r['process_seconds']:.1f}" if "process_seconds" in r else "-"
+        fit = f"{r['fit_seconds']:.1f}" if "fit_seconds" in r else "-"
         print(
             f"{r['side']:<28} {r['seed']:>5} {r['whole']:>11.4f} {spread:>32} "
-            f"{r['seconds']:>8.1f} {process:>9}",
+            f"{r['seconds']:>8.1f} {fit:>6} {process:>9}",
             flush=True,
         )
     for side in dict.fromkeys(r["side"] for r in rows):

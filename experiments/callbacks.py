@@ -157,11 +157,12 @@ class RunReport(Callback):
         self.experiment, self.run_dir, self.throughput = experiment, run_dir, throughput
         self.history: list[dict[str, float]] = []
         self.history_seconds: list[float] = []  # wall time since fit start of each validation
+        self._loop_start, self.loop_seconds = time.perf_counter(), 0.0
         self._start = time.perf_counter()
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._start = self._loop_start = time.perf_counter()
         datamodule = trainer.datamodule
         data = (
             datamodule.describe() if hasattr(datamodule, "describe") else type(datamodule).__name__
@@ -176,6 +177,12 @@ class RunReport(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and isinstance(pl_module, TaskModule):
                 define_wandb_metrics(logger.experiment, pl_module)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._loop_start = time.perf_counter()  # after the sanity check and the loggers' set-up
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.loop_seconds = time.perf_counter() - self._loop_start
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -206,6 +213,8 @@ class RunReport(Callback):
             "parameters": sum(p.numel() for p in pl_module.parameters()),
             "steps": trainer.global_step,
             "wall_seconds": round(time.perf_counter() - self._start, 1),
+            # the training loop with its validations, without set-up and sanity check
+            "loop_seconds": round(self.loop_seconds, 3),
             "tokens_per_second": round(self.throughput.tokens_per_second, 1),
             "best": best,
             "final": {k: v for k, v in final.items() if k != "step"},

@@ -4,6 +4,7 @@ FLOPs column Lightning fills only when a model sets an example input (it read 0)
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,14 @@ from lightning.pytorch.utilities import rank_zero_info
 
 class StepProgressBar(TQDMProgressBar):
     """TQDM's bar over `trainer.max_steps` optimizer steps for a step-bounded run; per epoch
-    otherwise (as Lightning's). Metrics only, no `v_num`."""
+    otherwise (as Lightning's). Metrics only, no `v_num`. It redraws at most every
+    `min_seconds` (and every `refresh_rate` steps): reading the metrics and drawing the bar
+    cost more than a small model's step if done every step."""
+
+    def __init__(self, refresh_rate: int = 1, min_seconds: float = 0.5) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.min_seconds = min_seconds
+        self._drawn = 0.0
 
     def step_bounded(self, trainer: L.Trainer) -> bool:
         return trainer.max_steps > 0
@@ -38,9 +46,10 @@ class StepProgressBar(TQDMProgressBar):
     ) -> None:
         if not self.step_bounded(trainer):
             return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        step, bar = trainer.global_step, self.train_progress_bar
-        if bar is not None and step != bar.n and self._should_update(step, bar.total):
-            bar.n = step
+        step, bar, now = trainer.global_step, self.train_progress_bar, time.monotonic()
+        due = now - self._drawn >= self.min_seconds or step == trainer.max_steps
+        if bar is not None and due and step != bar.n and self._should_update(step, bar.total):
+            bar.n, self._drawn = step, now
             bar.set_postfix(self.get_metrics(trainer, pl_module))
             bar.refresh()
 

@@ -54,6 +54,7 @@ def test_shakespeare_side_by_side_runs_on_a_small_text(tmp_path, monkeypatch):
     out = tmp_path / "out"
     shakespeare_char.main(
         ["--data", str(tmp_path / "input.txt"), "--steps", "3", "--draws", "3", "--out", str(out)]
+        + ["--equal-validation"]
     )
     [written] = out.glob("shakespeare-char-*.json")
     rows = json.loads(written.read_text())
