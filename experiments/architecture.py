@@ -19,6 +19,7 @@ from modules.attention import MultiHeadAttention
 from modules.layers import Embeddings, FeedForward, Stack
 from modules.tasks import (
     CausalLMModule,
+    PermutationLMModule,
     QuestionAnsweringModule,
     SequenceClassificationModule,
     TaskModule,
@@ -52,6 +53,11 @@ def sample_batch(task: TaskModule, batch: int, length: int) -> dict[str, Tensor]
         out["labels"] = torch.zeros(batch, dtype=torch.long)
     if isinstance(task, QuestionAnsweringModule):
         out["start_positions"] = out["end_positions"] = torch.zeros(batch, dtype=torch.long)
+    if isinstance(task, PermutationLMModule):  # every third token a target, in reading order
+        targets = torch.arange(1, length, 3)
+        ranks = torch.zeros_like(ids)
+        ranks[:, targets] = torch.arange(1, len(targets) + 1)
+        out.update(ranks=ranks, target_positions=targets.expand(batch, -1))
     if isinstance(task, CausalLMModule):  # packed text: no padding, the causal fast path
         out.pop("attention_mask")
     return out

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -87,14 +88,21 @@ class Block(nn.Module):
         memory: Tensor | None = None,
         cross_mask: Tensor | None = None,
         cache: LayerCache | None = None,
+        kv_length: int | None = None,
     ) -> Tensor:
         """mask / cross_mask: boolean attention masks of the self- and cross-attention
-        (True = may attend; None = every key visible)."""
+        (True = may attend; None = every key visible). kv_length: keys and values from the
+        first `kv_length` positions only (two-stream attention)."""
         x = self._sublayer(
             x,
             self.self_attn_norm,
             lambda h: self.self_attn(
-                h, mask=mask, is_causal=is_causal, rope=rope, cache=cache and cache.self_attn
+                h,
+                mask=mask,
+                is_causal=is_causal,
+                rope=rope,
+                cache=cache and cache.self_attn,
+                kv_length=kv_length,
             ),
         )
         if self.cross_attn is not None and self.cross_attn_norm is not None:
@@ -155,6 +163,31 @@ class Stack(nn.Module):
             x = block(x, mask, is_causal, rope, memory, cross_mask, cache[i] if cache else None)
         return x if self.final_norm is None else self.final_norm(x)
 
+    def two_stream(
+        self,
+        content: Tensor,
+        query: Tensor,
+        mask: Tensor,
+        position_ids: Tensor,
+        query_position_ids: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """XLNet's two-stream attention (Yang et al. 2019, section 2.3). The content stream
+        (batch, seq, d) and the query stream (batch, targets, d) go through every block as one
+        sequence, so they share every weight; keys and values come from the content stream
+        only. `mask` is the stacked (batch, 1, seq + targets, seq) mask of
+        `modules.masks.two_stream_mask`; the positions are (batch, seq) and (batch, targets).
+        Returns both streams after the last block."""
+        length = content.size(1)
+        rope = None
+        if self.rotary is not None:
+            rope = self.rotary(torch.cat([position_ids, query_position_ids], dim=1))
+        x = torch.cat([content, query], dim=1)
+        for block in self.blocks:
+            x = block(x, mask, rope=rope, kv_length=length)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x[:, :length], x[:, length:]
+
     def new_cache(self, max_length: int | None = None) -> list[LayerCache]:
         """Empty KV caches for incremental decoding of up to `max_length` positions."""
         size = max_length or self.max_length
@@ -194,6 +227,13 @@ class Embeddings(nn.Module):
         x = self.tokens(input_ids)
         if self.scale != 1.0:
             x = x * self.scale
+        return self.embed_vectors(x, position_ids, token_type_ids)
+
+    def embed_vectors(
+        self, x: Tensor, position_ids: Tensor, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """Vectors that stand in for token embeddings (XLNet's query stream), with the
+        positions, token types, norm and dropout of the embeddings."""
         if self.positions is not None:
             x = x + self.positions(position_ids)
         if self.token_types is not None:

@@ -1,13 +1,15 @@
-"""BERT-style encoder-only Transformer with its masked-LM head and pooler, and mean pooling
-for sentence embeddings."""
+"""BERT-style encoder-only Transformer with its masked-LM head and pooler, XLNet's two-stream
+attention for permutation LM, and mean pooling for sentence embeddings."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modules.config import EncoderConfig
 from modules.layers import ACTIVATIONS, Embeddings, Stack, init_weights, make_norm
+from modules.masks import two_stream_mask
 from modules.positions import position_ids_for
 
 
@@ -38,6 +40,17 @@ class Pooler(nn.Module):
         return self.dense(hidden[:, 0]).tanh()
 
 
+class QueryStream(nn.Module):
+    """The input of XLNet's query stream: one learned vector in place of every target's token
+    (the encoder adds the target's position), so the stream knows where it predicts, never
+    what. It lives beside the encoder, in the permutation-LM task, so that the encoder stays a
+    plain BERT encoder for classification, question answering, embeddings and export."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.start = nn.Parameter(torch.randn(cfg.d_model) * (cfg.init_std or cfg.d_model**-0.5))
+
+
 class EncoderTransformer(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
@@ -62,6 +75,31 @@ class EncoderTransformer(nn.Module):
             )
         x = self.embed(input_ids, position_ids, token_type_ids)
         return self.stack(x, attention_mask, position_ids)
+
+    def two_stream(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        ranks: Tensor,
+        target_positions: Tensor,
+        query_start: Tensor,
+        token_type_ids: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """XLNet's two-stream attention over the factorisation order `ranks` (batch, seq;
+        see `modules.masks.two_stream_mask`): the content stream is this encoder on the real
+        tokens, the query stream starts at each of `target_positions` (batch, targets) from
+        `query_start` (d_model,) plus that position's embedding. Returns the content hidden
+        states (batch, seq, d_model) and the query stream's (batch, targets, d_model)."""
+        batch, length = input_ids.shape
+        position_ids = position_ids_for(length, 0, self.cfg.max_length, input_ids.device)
+        content = self.embed(input_ids, position_ids, token_type_ids)
+        types = None if token_type_ids is None else token_type_ids.gather(1, target_positions)
+        start = query_start.expand(batch, target_positions.size(1), -1)
+        query = self.embed.embed_vectors(start, target_positions, types)
+        mask = two_stream_mask(ranks, attention_mask, target_positions)
+        return self.stack.two_stream(
+            content, query, mask, position_ids.expand(batch, -1), target_positions
+        )
 
     def mlm_logits(self, hidden: Tensor, chosen: Tensor | None = None) -> Tensor:
         """Vocabulary logits (batch, seq, vocab), or (n, vocab) for only the `chosen` positions
