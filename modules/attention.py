@@ -162,7 +162,7 @@ class MultiHeadAttention(nn.Module):
         mask: boolean, broadcastable to (batch, heads, seq, keys), True = may attend.
         kv_length: self-attention whose keys and values are only the first `kv_length`
         positions of x, every position a query (two-stream attention: the content stream
-        followed by the query stream, `modules.layers.Stack.two_stream`).
+        followed by the query stream, as `modules.layers.Stack` runs it).
         """
         batch, length, d_model = x.shape
         if self.cross:

@@ -7,7 +7,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -146,11 +145,23 @@ class Stack(nn.Module):
         memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
         cache: list[LayerCache] | None = None,
+        mask: Tensor | None = None,
+        kv_length: int | None = None,
     ) -> Tensor:
         """x: embedded inputs; attention_mask: (batch, cached + new) with 1 = real token;
-        memory / memory_mask: the encoder output and its attention_mask (cross-attention)."""
+        memory / memory_mask: the encoder output and its attention_mask (cross-attention).
+
+        XLNet's two-stream attention: x is the content stream (its first `kv_length`
+        positions) followed by the query stream, `mask` their stacked boolean mask
+        (`modules.masks.two_stream_mask`, instead of one made from attention_mask). Both
+        streams go through every block together, so they share every weight; keys and
+        values come from the content stream only."""
         length, past = x.size(1), cache_length(cache)
-        mask, is_causal = make_mask(attention_mask, length, past + length, self.causal, x.device)
+        is_causal = False
+        if mask is None:
+            mask, is_causal = make_mask(
+                attention_mask, length, past + length, self.causal, x.device
+            )
         cross_mask = None
         if memory is not None and memory_mask is not None:
             cross_mask, _ = make_mask(memory_mask, length, memory.size(1), False)
@@ -160,33 +171,9 @@ class Stack(nn.Module):
                 raise ValueError("rotary positions need position_ids")
             rope = self.rotary(position_ids)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, is_causal, rope, memory, cross_mask, cache[i] if cache else None)
+            layer_cache = cache[i] if cache else None
+            x = block(x, mask, is_causal, rope, memory, cross_mask, layer_cache, kv_length)
         return x if self.final_norm is None else self.final_norm(x)
-
-    def two_stream(
-        self,
-        content: Tensor,
-        query: Tensor,
-        mask: Tensor,
-        position_ids: Tensor,
-        query_position_ids: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        """XLNet's two-stream attention (Yang et al. 2019, section 2.3). The content stream
-        (batch, seq, d) and the query stream (batch, targets, d) go through every block as one
-        sequence, so they share every weight; keys and values come from the content stream
-        only. `mask` is the stacked (batch, 1, seq + targets, seq) mask of
-        `modules.masks.two_stream_mask`; the positions are (batch, seq) and (batch, targets).
-        Returns both streams after the last block."""
-        length = content.size(1)
-        rope = None
-        if self.rotary is not None:
-            rope = self.rotary(torch.cat([position_ids, query_position_ids], dim=1))
-        x = torch.cat([content, query], dim=1)
-        for block in self.blocks:
-            x = block(x, mask, rope=rope, kv_length=length)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return x[:, :length], x[:, length:]
 
     def new_cache(self, max_length: int | None = None) -> list[LayerCache]:
         """Empty KV caches for incremental decoding of up to `max_length` positions."""

@@ -17,7 +17,7 @@ from modules.attention import recorded_attention
 from modules.codec import IGNORE, Codec
 from modules.config import EncoderConfig
 from modules.masks import causal_mask, two_stream_mask
-from modules.models import EncoderTransformer, QueryStream
+from modules.models import EncoderTransformer, QueryStream, TwoStream
 from modules.tasks import (
     PermutationLMModule,
     QuestionAnsweringModule,
@@ -104,6 +104,16 @@ def test_spans_and_ratio_follow_k_and_max_span():
         PermutationLMCollator(toy_codec(60), k=0)
 
 
+def streams(
+    model: EncoderTransformer, batch: dict[str, torch.Tensor], start: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The content and the query stream of a permutation-LM batch."""
+    order = TwoStream(batch["ranks"], batch["target_positions"], start)
+    hidden = model(batch["input_ids"], batch["attention_mask"], two_stream=order)
+    length = batch["input_ids"].size(1)
+    return hidden[:, :length], hidden[:, length:]
+
+
 def with_token_grads(model: EncoderTransformer):
     """Replaces the token embeddings' output by a leaf, so gradients per input token show."""
     leaf: dict[str, torch.Tensor] = {}
@@ -124,13 +134,7 @@ def test_two_stream_sees_only_what_the_order_allows(path: str, positions: str):
     batch = PermutationLMCollator(toy_codec(60), k=3)(rows(20, 11, 6))
     leaf, handle = with_token_grads(model)
     with recorded_attention(model) if path == "math" else nullcontext():
-        content, query = model.two_stream(
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch["ranks"],
-            batch["target_positions"],
-            query_stream.start,
-        )
+        content, query = streams(model, batch, query_stream.start)
     handle.remove()
     ranks, real = batch["ranks"], batch["attention_mask"].bool()
     probe = torch.randn(32)  # a sum would see nothing through the final LayerNorm
@@ -159,19 +163,23 @@ def test_two_stream_sees_only_what_the_order_allows(path: str, positions: str):
 def test_two_stream_paths_agree_and_an_empty_row_gives_zeros_not_nan(positions: str):
     model, query_stream = encoder(positions)
     batch = PermutationLMCollator(toy_codec(60), k=3)(rows(20, 11, 6))
-    args = [batch[k] for k in ("input_ids", "attention_mask", "ranks", "target_positions")]
-    fast = model.two_stream(*args, query_stream.start)
+    fast = streams(model, batch, query_stream.start)
     with recorded_attention(model) as weights:
-        slow = model.two_stream(*args, query_stream.start)
+        slow = streams(model, batch, query_stream.start)
     for a, b in zip(fast, slow, strict=True):
         assert (a - b).abs().max() < 1e-5
     targets = batch["target_positions"].size(1)
     assert weights["stack.blocks.0.self_attn"].shape[-2:] == (22 + targets, 22)  # stacked rows
     # every position a target, the identity order: the first query row sees nothing
     ids = torch.randint(4, 60, (1, 6), dtype=torch.long)
-    everything = (ids, torch.ones_like(ids), torch.arange(1, 7)[None], torch.arange(6)[None])
+    everything = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "ranks": torch.arange(1, 7)[None],
+        "target_positions": torch.arange(6)[None],
+    }
     start = query_stream.start.detach().requires_grad_()
-    _, query = model.two_stream(*everything, start)
+    _, query = streams(model, everything, start)
     query.sum().backward()
     assert torch.isfinite(query).all() and torch.isfinite(start.grad).all()
 
@@ -180,9 +188,13 @@ def test_with_no_target_the_content_stream_is_the_encoder():
     model, query_stream = encoder()
     ids = torch.tensor([[1, 9, 8, 7, 2, 0], [1, 5, 2, 0, 0, 0]])
     mask = (ids != 0).long()
-    content, query = model.two_stream(
-        ids, mask, torch.zeros_like(ids), ids.new_zeros(2, 0), query_stream.start
-    )
+    nothing = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "ranks": torch.zeros_like(ids),
+        "target_positions": ids.new_zeros(2, 0),
+    }
+    content, query = streams(model, nothing, query_stream.start)
     assert query.shape == (2, 0, 32)
     assert (content - model(ids, mask))[mask.bool()].abs().max() < 1e-5
 

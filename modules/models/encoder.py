@@ -3,6 +3,8 @@ attention for permutation LM, and mean pooling for sentence embeddings."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,6 +53,14 @@ class QueryStream(nn.Module):
         self.start = nn.Parameter(torch.randn(cfg.d_model) * (cfg.init_std or cfg.d_model**-0.5))
 
 
+class TwoStream(NamedTuple):
+    """What XLNet's two-stream attention needs beside the tokens (Yang et al. 2019, 2.3)."""
+
+    ranks: Tensor  # (batch, seq) the factorisation order, see modules.masks.two_stream_mask
+    target_positions: Tensor  # (batch, targets) where the query stream predicts
+    query_start: Tensor  # (d_model,) the query stream's learned input (QueryStream.start)
+
+
 class EncoderTransformer(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
@@ -67,38 +77,31 @@ class EncoderTransformer(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
+        two_stream: TwoStream | None = None,
     ) -> Tensor:
-        """Contextual hidden states (batch, seq, d_model); attention_mask 1 = real token."""
+        """Contextual hidden states (batch, seq, d_model); attention_mask 1 = real token.
+
+        With `two_stream`, XLNet's two-stream attention: the content stream (this encoder on
+        the real tokens) followed by the query stream at the targets, (batch, seq + targets,
+        d_model); the query stream starts from `two_stream.query_start` plus each target's
+        position embedding."""
         if position_ids is None:
             position_ids = position_ids_for(
                 input_ids.size(1), 0, self.cfg.max_length, input_ids.device
             )
         x = self.embed(input_ids, position_ids, token_type_ids)
-        return self.stack(x, attention_mask, position_ids)
-
-    def two_stream(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        ranks: Tensor,
-        target_positions: Tensor,
-        query_start: Tensor,
-        token_type_ids: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """XLNet's two-stream attention over the factorisation order `ranks` (batch, seq;
-        see `modules.masks.two_stream_mask`): the content stream is this encoder on the real
-        tokens, the query stream starts at each of `target_positions` (batch, targets) from
-        `query_start` (d_model,) plus that position's embedding. Returns the content hidden
-        states (batch, seq, d_model) and the query stream's (batch, targets, d_model)."""
+        if two_stream is None:
+            return self.stack(x, attention_mask, position_ids)
+        ranks, targets, start = two_stream
         batch, length = input_ids.shape
-        position_ids = position_ids_for(length, 0, self.cfg.max_length, input_ids.device)
-        content = self.embed(input_ids, position_ids, token_type_ids)
-        types = None if token_type_ids is None else token_type_ids.gather(1, target_positions)
-        start = query_start.expand(batch, target_positions.size(1), -1)
-        query = self.embed.embed_vectors(start, target_positions, types)
-        mask = two_stream_mask(ranks, attention_mask, target_positions)
-        return self.stack.two_stream(
-            content, query, mask, position_ids.expand(batch, -1), target_positions
+        types = None if token_type_ids is None else token_type_ids.gather(1, targets)
+        query = self.embed.embed_vectors(start.expand(batch, targets.size(1), -1), targets, types)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        positions = torch.cat([position_ids.expand(batch, -1), targets], dim=1)
+        mask = two_stream_mask(ranks, attention_mask, targets)
+        return self.stack(
+            torch.cat([x, query], dim=1), position_ids=positions, mask=mask, kv_length=length
         )
 
     def mlm_logits(self, hidden: Tensor, chosen: Tensor | None = None) -> Tensor:

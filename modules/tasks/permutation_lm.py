@@ -1,6 +1,6 @@
 """Permutation LM (XLNet, Yang et al. 2019) on the BERT-style encoder: the targets of each row
 are predicted in a sampled factorisation order by the query stream of two-stream attention
-(`EncoderTransformer.two_stream`); the data module picks the targets and the order."""
+(`EncoderTransformer` with `two_stream`); the data module picks the targets and the order."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import Tensor
 
 from modules.batch import PermutationLMBatch
 from modules.codec import IGNORE
-from modules.models import QueryStream
+from modules.models import QueryStream, TwoStream
 from modules.tasks.base import StepOutput
 from modules.tasks.language_modeling import MASKED_LM_OPTIM, MaskedLMModule, token_loss
 from modules.tasks.optimization import OptimizerConfig
@@ -33,15 +33,12 @@ class PermutationLMModule(MaskedLMModule):
             self.model.pooler.requires_grad_(False)  # finds no parameter without a gradient
 
     def step(self, batch: PermutationLMBatch) -> StepOutput:  # type: ignore[override]
-        positions = batch["target_positions"]
-        _, query = self.model.two_stream(
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch["ranks"],
-            positions,
-            self.query_stream.start,
-            batch.get("token_type_ids"),
+        ids, positions = batch["input_ids"], batch["target_positions"]
+        streams = TwoStream(batch["ranks"], positions, self.query_stream.start)
+        hidden = self.model(
+            ids, batch["attention_mask"], batch.get("token_type_ids"), two_stream=streams
         )
+        query = hidden[:, ids.size(1) :]
         labels = batch["labels"].gather(1, positions)
         chosen = labels != IGNORE
         logits, labels = self.model.mlm_logits(query, chosen), labels[chosen]
