@@ -20,9 +20,10 @@ from modules.codec import IGNORE, Codec, pad_rows
 
 
 def span_targets(eligible: list[bool], draws: list[float], k: int, max_span: int) -> list[int]:
-    """The target positions of one row, as XLNet's `_sample_mask` (data_utils.py) picks them:
-    left to right, a span of n tokens (n in 1..max_span with probability proportional to 1/n)
-    placed at random within the next n * k tokens, so about one token in k is a target.
+    """The target positions of one row, after XLNet's `_sample_mask` (its data_utils.py, less
+    its alignment of spans to word starts): left to right, a span of n tokens (n in
+    1..max_span with probability proportional to 1/n) placed at random within the next n * k
+    tokens, so about one token in k is a target.
     Positions that are not `eligible` (special tokens, padding) are never targets. `draws`:
     uniform numbers in [0, 1), two per span (2 * len(eligible) are always enough)."""
     weights = list(accumulate(1 / n for n in range(1, max_span + 1)))
