@@ -2,6 +2,7 @@
 
 from datamodules.classification import ClassificationDataModule
 from datamodules.language_modeling import CausalLMDataModule, MaskedLMDataModule
+from datamodules.permutation_lm import PermutationLMDataModule
 from datamodules.question_answering import QuestionAnsweringDataModule
 from datamodules.sources import DataError, Source
 from datamodules.tokenization import TokenizerSpec
@@ -12,6 +13,7 @@ __all__ = [
     "ClassificationDataModule",
     "DataError",
     "MaskedLMDataModule",
+    "PermutationLMDataModule",
     "QuestionAnsweringDataModule",
     "Source",
     "TokenizerSpec",

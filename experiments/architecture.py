@@ -23,6 +23,7 @@ from modules.layers import Embeddings, FeedForward, Stack
 from modules.tasks import (
     CausalLMModule,
     MaskedLMModule,
+    PermutationLMModule,
     QuestionAnsweringModule,
     SequenceClassificationModule,
     TaskModule,
@@ -62,6 +63,11 @@ def sample_batch(task: TaskModule, batch: int, length: int) -> dict[str, Tensor]
         chosen = torch.rand(batch, length) < 0.15
         chosen[:, 1] = True
         out["labels"] = ids.masked_fill(~chosen, -100)
+    if isinstance(task, PermutationLMModule):  # every third token a target, in reading order
+        targets = torch.arange(1, length, 3)
+        ranks = torch.zeros_like(ids)
+        ranks[:, targets] = torch.arange(1, len(targets) + 1)
+        out.update(ranks=ranks, target_positions=targets.expand(batch, -1), labels=ids.clone())
     return out
 
 

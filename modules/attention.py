@@ -155,10 +155,14 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
         cache: KVCache | None = None,
+        kv_length: int | None = None,
     ) -> Tensor:
         """x: (batch, seq, d_model); memory: encoder output for cross-attention.
 
         mask: boolean, broadcastable to (batch, heads, seq, keys), True = may attend.
+        kv_length: self-attention whose keys and values are only the first `kv_length`
+        positions of x, every position a query (two-stream attention: the content stream
+        followed by the query stream, as `modules.layers.Stack` runs it).
         """
         batch, length, d_model = x.shape
         if self.cross:
@@ -181,6 +185,8 @@ class MultiHeadAttention(nn.Module):
             )
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            if kv_length is not None:
+                k, v = k[:, :, :kv_length], v[:, :, :kv_length]
             if cache is not None:
                 k, v = cache.append(k, v)
         y = self._attend(q, k, v, mask, is_causal)

@@ -30,6 +30,18 @@ class MaskedLMBatch(TypedDict):
     token_type_ids: NotRequired[Tensor]
 
 
+class PermutationLMBatch(TypedDict):
+    """XLNet's partial prediction: the targets are predicted in a sampled factorisation order
+    from the real tokens (nothing is replaced by [MASK])."""
+
+    input_ids: Tensor  # the real tokens
+    attention_mask: Tensor
+    labels: Tensor  # the original ids at the targets, -100 elsewhere
+    ranks: Tensor  # (batch, seq) place in the factorisation order: 0 not a target, 1.. targets
+    target_positions: Tensor  # (batch, targets) where they are; filled up with 0 ([CLS])
+    token_type_ids: NotRequired[Tensor]
+
+
 class ClassificationBatch(TypedDict):
     input_ids: Tensor  # [CLS] text [SEP] (pair [SEP])
     attention_mask: Tensor
@@ -57,5 +69,12 @@ class Seq2SeqBatch(TypedDict):
     labels: Tensor  # target [eos], -100 on padding
 
 
-Batch = CausalLMBatch | MaskedLMBatch | ClassificationBatch | QuestionAnsweringBatch | Seq2SeqBatch
+Batch = (
+    CausalLMBatch
+    | MaskedLMBatch
+    | PermutationLMBatch
+    | ClassificationBatch
+    | QuestionAnsweringBatch
+    | Seq2SeqBatch
+)
 AnyBatch = dict[str, Any]  # a batch whose type the caller does not know

@@ -87,14 +87,21 @@ class Block(nn.Module):
         memory: Tensor | None = None,
         cross_mask: Tensor | None = None,
         cache: LayerCache | None = None,
+        kv_length: int | None = None,
     ) -> Tensor:
         """mask / cross_mask: boolean attention masks of the self- and cross-attention
-        (True = may attend; None = every key visible)."""
+        (True = may attend; None = every key visible). kv_length: keys and values from the
+        first `kv_length` positions only (two-stream attention)."""
         x = self._sublayer(
             x,
             self.self_attn_norm,
             lambda h: self.self_attn(
-                h, mask=mask, is_causal=is_causal, rope=rope, cache=cache and cache.self_attn
+                h,
+                mask=mask,
+                is_causal=is_causal,
+                rope=rope,
+                cache=cache and cache.self_attn,
+                kv_length=kv_length,
             ),
         )
         if self.cross_attn is not None and self.cross_attn_norm is not None:
@@ -138,11 +145,23 @@ class Stack(nn.Module):
         memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
         cache: list[LayerCache] | None = None,
+        mask: Tensor | None = None,
+        kv_length: int | None = None,
     ) -> Tensor:
         """x: embedded inputs; attention_mask: (batch, cached + new) with 1 = real token;
-        memory / memory_mask: the encoder output and its attention_mask (cross-attention)."""
+        memory / memory_mask: the encoder output and its attention_mask (cross-attention).
+
+        XLNet's two-stream attention: x is the content stream (its first `kv_length`
+        positions) followed by the query stream, `mask` their stacked boolean mask
+        (`modules.masks.two_stream_mask`, instead of one made from attention_mask). Both
+        streams go through every block together, so they share every weight; keys and
+        values come from the content stream only."""
         length, past = x.size(1), cache_length(cache)
-        mask, is_causal = make_mask(attention_mask, length, past + length, self.causal, x.device)
+        is_causal = False
+        if mask is None:
+            mask, is_causal = make_mask(
+                attention_mask, length, past + length, self.causal, x.device
+            )
         cross_mask = None
         if memory is not None and memory_mask is not None:
             cross_mask, _ = make_mask(memory_mask, length, memory.size(1), False)
@@ -152,7 +171,8 @@ class Stack(nn.Module):
                 raise ValueError("rotary positions need position_ids")
             rope = self.rotary(position_ids)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, is_causal, rope, memory, cross_mask, cache[i] if cache else None)
+            layer_cache = cache[i] if cache else None
+            x = block(x, mask, is_causal, rope, memory, cross_mask, layer_cache, kv_length)
         return x if self.final_norm is None else self.final_norm(x)
 
     def new_cache(self, max_length: int | None = None) -> list[LayerCache]:
@@ -194,6 +214,13 @@ class Embeddings(nn.Module):
         x = self.tokens(input_ids)
         if self.scale != 1.0:
             x = x * self.scale
+        return self.embed_vectors(x, position_ids, token_type_ids)
+
+    def embed_vectors(
+        self, x: Tensor, position_ids: Tensor, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """Vectors that stand in for token embeddings (XLNet's query stream), with the
+        positions, token types, norm and dropout of the embeddings."""
         if self.positions is not None:
             x = x + self.positions(position_ids)
         if self.token_types is not None:

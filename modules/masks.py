@@ -52,3 +52,21 @@ def make_mask(
     if query_len == key_len:
         return None, True
     return causal_mask(query_len, key_len, device), False
+
+
+def two_stream_mask(ranks: Tensor, attention_mask: Tensor, target_positions: Tensor) -> Tensor:
+    """The stacked mask of XLNet's two-stream attention (Yang et al. 2019, section 2.3):
+    (batch, 1, seq + targets, seq), the content stream's rows, then the query stream's.
+
+    ranks: (batch, seq) each token's place in the factorisation order: 0 for the tokens that
+    are not predicted (they come first and see each other), 1, 2, ... for the targets.
+    Content row i sees the real keys j with rank[j] <= rank[i]; the query row of target t
+    sees those with rank[j] < rank[t], so it never sees its own token. A query row at a
+    position that is not a target (the filler of a short row) sees what its content row sees.
+    """
+    real = attention_mask.bool()[:, None, :]
+    keys = ranks[:, None, :]
+    content = (keys <= ranks[:, :, None]) & real
+    query_ranks = ranks.gather(1, target_positions)[:, :, None]
+    query = ((keys < query_ranks) | ((keys == 0) & (query_ranks == 0))) & real
+    return torch.cat([content, query], dim=1)[:, None]

@@ -62,3 +62,37 @@ def test_shakespeare_side_by_side_runs_on_a_small_text(tmp_path, monkeypatch):
     for r in rows:
         figures = [r["whole"], r["estimate_mean"], r["estimate_std"], r["seconds"]]
         assert all(math.isfinite(f) and f > 0 for f in figures), r
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_objectives_benchmark_runs_on_a_small_sst2(tmp_path, monkeypatch):
+    from benchmarks import objectives
+
+    monkeypatch.setenv("TSUITE_CACHE", str(tmp_path / "cache"))
+    words = ["a", "good", "bad", "film", "really", "not", "fun", "dull", "the", "plot", "is"]
+    g = torch.Generator().manual_seed(0)
+    for name, rows in (("train.tsv", 200), ("dev.tsv", 40), ("test.tsv", 40)):
+        lines = ["sentence\tlabel"]
+        for _ in range(rows):
+            picked = [words[i] for i in torch.randint(len(words), (6,), generator=g).tolist()]
+            lines.append(f"{' '.join(picked)}\t{int('good' in picked)}")
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    objectives.main(
+        [
+            *("--data", str(tmp_path), "--preset", "tiny", "--out", str(out)),
+            *("--pretrain_steps", "2", "--finetune_steps", "2"),
+        ]
+    )
+    [written] = out.glob("objectives-*.json")
+    rows = json.loads(written.read_text())["rows"]
+    assert [r["objective"].split()[0] for r in rows] == [
+        "random",
+        "masked",
+        "causal",
+        "permutation",
+    ]
+    for r in rows:
+        assert 0 <= r["sst2_accuracy"] <= 100 and r["finetune_steps"] == 2
+        assert "pretrain_loss" not in r or math.isfinite(r["pretrain_loss"])

@@ -25,6 +25,8 @@ def test_every_family_and_task_has_a_config():
         "bert/wikitext103-mlm.yaml",
         "bert/sst2-minilm.yaml",
         "bert/squad-minilm.yaml",
+        "xlnet/pydocs-plm.yaml",
+        "xlnet/wikitext103-plm.yaml",
     ):
         assert expected in names
     for preset in ("cpu", "gpu", "ddp", "fsdp"):

@@ -145,6 +145,7 @@ def test_attention_maps_during_training_and_for_any_text(isolated: Path):
         ),
         ("gpt/pydocs-tiny.yaml", ["causal mask", "pre-LN", "learned positions"]),
         ("bert/pydocs-mlm.yaml", ["key padding mask", "post-LN", "token types"]),
+        ("xlnet/pydocs-plm.yaml", ["post-LN", "task.query_stream", "QueryStream"]),
     ],
 )
 def test_inspect_maps_the_three_families(config: str, expected: list[str], tmp_path: Path, capsys):

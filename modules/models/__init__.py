@@ -7,7 +7,7 @@ from torch import nn
 from modules.codec import Family
 from modules.config import DecoderConfig, EncoderConfig, EncoderDecoderConfig, TransformerConfig
 from modules.models.decoder import DecoderTransformer
-from modules.models.encoder import EncoderTransformer, mean_pooled
+from modules.models.encoder import EncoderTransformer, QueryStream, TwoStream, mean_pooled
 from modules.models.encoder_decoder import EncoderDecoderTransformer
 
 # Each family's model class and config class.
@@ -25,5 +25,7 @@ __all__ = [
     "EncoderDecoderConfig",
     "EncoderDecoderTransformer",
     "EncoderTransformer",
+    "QueryStream",
+    "TwoStream",
     "mean_pooled",
 ]

@@ -5,6 +5,7 @@ from modules.tasks.checkpoints import load_task
 from modules.tasks.classification import SequenceClassificationModule
 from modules.tasks.language_modeling import CausalLMModule, MaskedLMModule
 from modules.tasks.optimization import NonFiniteError, OptimizerConfig
+from modules.tasks.permutation_lm import PermutationLMModule
 from modules.tasks.question_answering import QuestionAnsweringModule
 from modules.tasks.translation import TranslationModule
 
@@ -12,6 +13,7 @@ TASKS: tuple[type[TaskModule], ...] = (
     TranslationModule,
     CausalLMModule,
     MaskedLMModule,
+    PermutationLMModule,
     SequenceClassificationModule,
     QuestionAnsweringModule,
 )
@@ -22,6 +24,7 @@ __all__ = [
     "MaskedLMModule",
     "NonFiniteError",
     "OptimizerConfig",
+    "PermutationLMModule",
     "QuestionAnsweringModule",
     "SequenceClassificationModule",
     "StepOutput",

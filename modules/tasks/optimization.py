@@ -36,7 +36,7 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         beta1, beta2 = self.betas
         problems = {
-            "lr": (self.lr > 0, "the peak learning rate must be > 0"),
+            "lr": (self.lr >= 0, "the peak learning rate must be >= 0 (0 keeps the weights fixed)"),
             "betas": (
                 0 <= beta1 < 1 and 0 <= beta2 < 1,
                 "both must lie in [0, 1), e.g. [0.9, 0.98]",
