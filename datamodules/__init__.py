@@ -3,6 +3,7 @@
 from datamodules.classification import ClassificationDataModule
 from datamodules.language_modeling import CausalLMDataModule, MaskedLMDataModule
 from datamodules.question_answering import QuestionAnsweringDataModule
+from datamodules.seq2seq import Seq2SeqDataModule
 from datamodules.sources import DataError, Source
 from datamodules.tokenization import TokenizerSpec
 from datamodules.translation import TranslationDataModule
@@ -13,6 +14,7 @@ __all__ = [
     "DataError",
     "MaskedLMDataModule",
     "QuestionAnsweringDataModule",
+    "Seq2SeqDataModule",
     "Source",
     "TokenizerSpec",
     "TranslationDataModule",

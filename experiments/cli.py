@@ -30,7 +30,7 @@ from experiments.user_files import load_yaml
 from modules.tasks import NonFiniteError
 from modules.tasks.checkpoints import describe_checkpoint, import_task, read_checkpoint, task_class
 
-LINKED = ("codec", "num_classes")  # data module facts the task is built with
+LINKED = ("codec", "num_classes", "max_source_length")  # data facts the task is built with
 
 TOOLS = {  # suite commands beside LightningCLI's
     "generate": "experiments.generate",
@@ -39,6 +39,7 @@ TOOLS = {  # suite commands beside LightningCLI's
     "attention": "experiments.attention_maps",
     "inspect": "experiments.architecture",
     "translate": "experiments.translate:translate_main",
+    "summarize": "experiments.summarize",
     "evaluate": "experiments.translate:evaluate_main",
     "average": "experiments.translate:average_main",
     "embed": "experiments.embed",

@@ -25,6 +25,11 @@ def test_every_family_and_task_has_a_config():
         "bert/wikitext103-mlm.yaml",
         "bert/sst2-minilm.yaml",
         "bert/squad-minilm.yaml",
+        "summarization/aeslc.yaml",
+        "summarization/aeslc-minilm.yaml",
+        "summarization/gigaword.yaml",
+        "summarization/xsum.yaml",
+        "summarization/cnn-dailymail.yaml",
     ):
         assert expected in names
     for preset in ("cpu", "gpu", "ddp", "fsdp"):

@@ -6,10 +6,12 @@ from modules.tasks.classification import SequenceClassificationModule
 from modules.tasks.language_modeling import CausalLMModule, MaskedLMModule
 from modules.tasks.optimization import NonFiniteError, OptimizerConfig
 from modules.tasks.question_answering import QuestionAnsweringModule
+from modules.tasks.seq2seq import Seq2SeqModule
 from modules.tasks.translation import TranslationModule
 
 TASKS: tuple[type[TaskModule], ...] = (
     TranslationModule,
+    Seq2SeqModule,
     CausalLMModule,
     MaskedLMModule,
     SequenceClassificationModule,
@@ -23,6 +25,7 @@ __all__ = [
     "NonFiniteError",
     "OptimizerConfig",
     "QuestionAnsweringModule",
+    "Seq2SeqModule",
     "SequenceClassificationModule",
     "StepOutput",
     "TaskModule",
