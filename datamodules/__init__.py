@@ -4,6 +4,7 @@ from datamodules.classification import ClassificationDataModule
 from datamodules.language_modeling import CausalLMDataModule, MaskedLMDataModule
 from datamodules.permutation_lm import PermutationLMDataModule
 from datamodules.question_answering import QuestionAnsweringDataModule
+from datamodules.seq2seq import Seq2SeqDataModule
 from datamodules.sources import DataError, Source
 from datamodules.tokenization import TokenizerSpec
 from datamodules.translation import TranslationDataModule
@@ -15,6 +16,7 @@ __all__ = [
     "MaskedLMDataModule",
     "PermutationLMDataModule",
     "QuestionAnsweringDataModule",
+    "Seq2SeqDataModule",
     "Source",
     "TokenizerSpec",
     "TranslationDataModule",

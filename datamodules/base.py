@@ -83,7 +83,9 @@ class TextDataModule(L.LightningDataModule):
             self.encode,
             batched=True,
             remove_columns=data.column_names,
-            new_fingerprint=f"{split}-{self.data_hash}-{self.codec.digest}",  # not a closure hash
+            # our own key (data, tokenizer, processing), not a hash of the closure: datasets
+            # reuses a cached map of the same fingerprint, so it must change with any of them
+            new_fingerprint=f"{split}-{self.cache_folder.name}",
         )
 
     # --- raw data and tokenizer -----------------------------------------------------------

@@ -17,7 +17,8 @@ from modules.codec import IGNORE, Codec, pad_rows
 @dataclass
 class Seq2SeqCollator:
     """source ids -> input_ids/attention_mask; target ids -> decoder_input_ids ([bos] + target)
-    and labels (target + [eos], -100 on padding)."""
+    and labels (target + [eos], -100 on padding); evaluation examples' raw target texts ->
+    references."""
 
     codec: Codec
 
@@ -26,12 +27,15 @@ class Seq2SeqCollator:
         decoder_inputs, labels = zip(
             *(self.codec.target(e["target_ids"]) for e in examples), strict=True
         )
-        return {
+        batch: Seq2SeqBatch = {
             "input_ids": input_ids,
             "attention_mask": mask,
             "decoder_input_ids": pad_rows(list(decoder_inputs), self.codec.pad_id),
             "labels": pad_rows(list(labels), IGNORE),
         }
+        if "reference" in examples[0]:
+            batch["references"] = [e["reference"] for e in examples]
+        return batch
 
 
 @dataclass

@@ -235,19 +235,17 @@ def _load_local(
     for fs in files.values():
         for f in fs:
             _check_readable(f, fmt)
-    try:
-        loaded = load_dataset(
-            builder,
-            data_files={s: [str(f) for f in fs] for s, fs in files.items()},
-            streaming=streaming,
-            **options,
-        )
-    except Exception as error:
-        raise DataError(
-            f"cannot read {fmt} files {[str(f) for fs in files.values() for f in fs]}: {error}"
-        ) from error
-    assert isinstance(loaded, DatasetDict | IterableDatasetDict)
-    return loaded
+    # one split at a time: splits may differ in columns (AESLC's validation rows carry
+    # annotations), which one builder for all splits refuses to cast
+    loaded = {}
+    for split, fs in files.items():
+        try:
+            loaded[split] = load_dataset(
+                builder, data_files={split: [str(f) for f in fs]}, streaming=streaming, **options
+            )[split]
+        except Exception as error:
+            raise DataError(f"cannot read {fmt} files {[str(f) for f in fs]}: {error}") from error
+    return IterableDatasetDict(loaded) if streaming else DatasetDict(loaded)
 
 
 def _load_parallel(root: Path, stems: dict[str, str], languages: tuple[str, ...]) -> DatasetDict:

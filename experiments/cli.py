@@ -32,7 +32,12 @@ from experiments.user_files import load_yaml
 from modules.tasks import NonFiniteError
 from modules.tasks.checkpoints import describe_checkpoint, import_task, read_checkpoint, task_class
 
-LINKED = ("codec", "num_classes", "label_names")  # data module facts the task is built with
+LINKED = (
+    "codec",
+    "num_classes",
+    "label_names",
+    "max_source_length",
+)  # data facts the task is built with
 
 TOOLS = {  # suite commands beside LightningCLI's
     "generate": "experiments.generate",
@@ -41,6 +46,7 @@ TOOLS = {  # suite commands beside LightningCLI's
     "attention": "experiments.attention_maps",
     "inspect": "experiments.architecture",
     "translate": "experiments.translate:translate_main",
+    "summarize": "experiments.summarize",
     "evaluate": "experiments.translate:evaluate_main",
     "average": "experiments.translate:average_main",
     "embed": "experiments.embed",

@@ -54,9 +54,9 @@ from modules.tasks import (
     CausalLMModule,
     MaskedLMModule,
     QuestionAnsweringModule,
+    Seq2SeqModule,
     SequenceClassificationModule,
     TaskModule,
-    TranslationModule,
 )
 
 BoxKind = Literal[
@@ -640,7 +640,7 @@ def task_heads(task: TaskModule) -> list[Head]:
 def task_objective(task: TaskModule) -> Objective:
     """The softmax and loss at the top of the diagram."""
     code = code_ref(type(task).step)
-    if isinstance(task, TranslationModule):
+    if isinstance(task, Seq2SeqModule):
         if task.label_smoothing:
             detail = f"cross-entropy · label smoothing ε_ls = {task.label_smoothing:g}"
             return Objective(

@@ -30,9 +30,9 @@ from modules.tasks import (
     CausalLMModule,
     MaskedLMModule,
     QuestionAnsweringModule,
+    Seq2SeqModule,
     SequenceClassificationModule,
     TaskModule,
-    TranslationModule,
     load_task,
 )
 
@@ -41,7 +41,7 @@ EXPORTED = (
     MaskedLMModule,
     SequenceClassificationModule,
     QuestionAnsweringModule,
-    TranslationModule,
+    Seq2SeqModule,
 )
 
 
@@ -54,9 +54,20 @@ def head_of(task: TaskModule) -> TaskHead | None:
 
 
 def generation_of(task: TaskModule) -> dict[str, Any]:
-    if isinstance(task, TranslationModule):  # the task's beam search, as HF's generate does it
-        return {"num_beams": task.beam_size, "length_penalty": task.length_penalty}
-    return {}
+    """The task's beam search, in the fields of HF's generate that mean the same."""
+    if not isinstance(task, Seq2SeqModule):
+        return {}
+    decoding = task.decoding
+    settings: dict[str, Any] = {
+        "num_beams": decoding.beam_size,
+        "early_stopping": decoding.early_stopping,
+        "no_repeat_ngram_size": decoding.no_repeat_ngram_size,
+    }
+    if decoding.penalty == "exponent":  # HF has no GNMT form: that one stays with the suite
+        settings["length_penalty"] = decoding.length_penalty
+    if decoding.min_length:  # HF counts the decoder's start token
+        settings["min_length"] = decoding.min_length + 1
+    return settings
 
 
 def model_card(task: TaskModule, checkpoint: Path, hf_class: str) -> str:

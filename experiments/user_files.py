@@ -4,6 +4,7 @@ with errors that name the file and line instead of a decoder's or parser's trace
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,29 @@ def checkpoint_file(value: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"checkpoint {path} does not exist")
     return path
+
+
+def read_records(path: Path, column: str | None = None) -> list[str | list[str]]:
+    """One entry a line, or with `column` (or a .jsonl/.json file) the `column` of each JSON
+    line; a value may be a list of strings (several references). Empty entries, lines that
+    are not JSON objects and a missing column are errors naming the file and line."""
+    lines = read_lines(path)
+    if column is None and path.suffix not in (".jsonl", ".json"):
+        return list(lines)
+    if column is None:
+        raise ValueError(f"{path} holds JSON lines: name the field to read with --column")
+    entries: list[str | list[str]] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg})") from error
+        if not isinstance(record, dict) or column not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f"{path}, line {number}: no field {column!r} (it has {keys})")
+        value = record[column]
+        texts = value if isinstance(value, list) else [value]
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"{path}, line {number}: field {column!r} is empty or not text")
+        entries.append(value)
+    return entries

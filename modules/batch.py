@@ -67,6 +67,7 @@ class Seq2SeqBatch(TypedDict):
     attention_mask: Tensor  # of the source
     decoder_input_ids: Tensor  # [bos] target
     labels: Tensor  # target [eos], -100 on padding
+    references: NotRequired[list[str]]  # evaluation only: the raw target texts
 
 
 Batch = (

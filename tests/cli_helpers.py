@@ -57,6 +57,9 @@ def write_fixture(config: dict[str, Any], folder: Path) -> dict[str, Any]:
             sentence = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(5 + i % 7))
             if "source_lang" in data:
                 rows.append({data["source_lang"]: sentence, data["target_lang"]: sentence.upper()})
+            elif "source_column" in data:  # summarisation: the first words as the summary
+                summary = " ".join(sentence.split()[:3])
+                rows.append({data["source_column"]: sentence, data["target_column"]: summary})
             elif "doc_stride" in data:  # extractive QA, SQuAD's schema
                 first, second, third = sentence.split()[:3]
                 rows.append(

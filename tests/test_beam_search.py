@@ -103,3 +103,132 @@ def test_length_limit(model):
     ids, mask = sources((3,))
     [hypothesis] = beam_search(model, ids, mask, BOS, EOS, beam_size=2, extra_length=2)
     assert len(hypothesis.tokens) <= 5
+
+
+# --- constraints: min/max length, no repeated n-grams, penalty forms, early stopping ---------
+CONSTRAINED = dict(min_length=6, no_repeat_ngram_size=2, extra_length=10)
+
+
+def repetitive_sources() -> tuple[torch.Tensor, torch.Tensor]:
+    """Sources whose reversal repeats bigrams, so an unconstrained decoder repeats them too."""
+    rows = [[5, 6, 5, 6, 5, 6], [7, 7, 7, 7, 0, 0], [8, 9, 8, 9, 8, 0], [4, 11, 0, 0, 0, 0]]
+    ids = torch.tensor(rows)
+    return ids, (ids != 0).long()
+
+
+def ngrams(tokens: list[int], n: int) -> list[tuple[int, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def test_repeated_ngrams_matches_a_plain_loop():
+    from modules.seq2seq import repeated_ngrams
+
+    torch.manual_seed(0)
+    history = torch.randint(0, 4, (6, 9))
+    for n in (1, 2, 3):
+        banned = repeated_ngrams(history, n, 5)
+        for row, tokens in enumerate(history.tolist()):
+            start = tuple(tokens[len(tokens) - n + 1 :]) if n > 1 else ()
+            expected = {g[-1] for g in ngrams(tokens, n) if g[:-1] == start}
+            assert set(banned[row].nonzero().flatten().tolist()) == expected
+
+
+def test_no_hypothesis_repeats_an_ngram(model):
+    ids, mask = repetitive_sources()
+    free = beam_search(model, ids, mask, BOS, EOS, beam_size=4, extra_length=10, min_length=6)
+    assert all(len(set(ngrams(h.tokens, 2))) < len(ngrams(h.tokens, 2)) for h in free)
+    for n in (2, 3):
+        for beam_size in (1, 4):
+            hypotheses = beam_search(
+                model,
+                ids,
+                mask,
+                BOS,
+                EOS,
+                beam_size,
+                extra_length=10,
+                min_length=6,
+                no_repeat_ngram_size=n,
+            )
+            for h in hypotheses:
+                assert len(set(ngrams(h.tokens, n))) == len(ngrams(h.tokens, n)), (n, h.tokens)
+    greedy = greedy_translate(model, ids, mask, BOS, EOS, 10, no_repeat_ngram_size=2)
+    for row in greedy.tolist():
+        tokens = until_stop(row, (EOS,))
+        assert len(set(ngrams(tokens, 2))) == len(ngrams(tokens, 2))
+
+
+def test_no_hypothesis_is_shorter_than_min_length(model):
+    ids, mask = sources((3, 2, 4, 3))
+    free = beam_search(model, ids, mask, BOS, EOS, beam_size=4, extra_length=10)
+    assert min(len(h.tokens) for h in free) < 8
+    for beam_size in (1, 3):
+        for h in beam_search(model, ids, mask, BOS, EOS, beam_size, extra_length=10, min_length=8):
+            assert len(h.tokens) >= 8
+    greedy = greedy_translate(model, ids, mask, BOS, EOS, 10, min_length=8)
+    assert all(len(until_stop(row, (EOS,))) >= 8 for row in greedy.tolist())
+
+
+def test_max_length_absolute_and_relative(model):
+    ids, mask = sources((9, 5, 7))
+    for h in beam_search(model, ids, mask, BOS, EOS, 3, extra_length=50, max_length=4):
+        assert len(h.tokens) <= 4
+    relative = beam_search(
+        model, ids, mask, BOS, EOS, 3, extra_length=1, length_ratio=0.5, min_length=20
+    )
+    for row, h in enumerate(relative):  # min_length blocks eos: every hypothesis hits its limit
+        assert len(h.tokens) == int(int(mask[row].sum()) * 0.5) + 1 and not h.complete
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_beam_one_equals_greedy_under_constraints(model, alpha):
+    ids, mask = repetitive_sources()
+    greedy = [
+        until_stop(row, (EOS,))
+        for row in greedy_translate(model, ids, mask, BOS, EOS, **CONSTRAINED).tolist()
+    ]
+    # with a length penalty only early stopping keeps beam 1 from waiting for a better end
+    beam = beam_search(
+        model, ids, mask, BOS, EOS, beam_size=1, alpha=alpha, early_stopping=True, **CONSTRAINED
+    )
+    assert [h.tokens for h in beam] == greedy
+
+
+@pytest.mark.parametrize("penalty", ["gnmt", "exponent"])
+def test_constrained_batch_equals_one_at_a_time_and_cached_equals_uncached(model, penalty):
+    ids, mask = repetitive_sources()
+    options = dict(beam_size=4, alpha=1.0, penalty=penalty, **CONSTRAINED)
+    batched = beam_search(model, ids, mask, BOS, EOS, **options)
+    uncached = beam_search(model, ids, mask, BOS, EOS, use_cache=False, **options)
+    assert [h.tokens for h in batched] == [h.tokens for h in uncached]
+    assert [h.score for h in batched] == pytest.approx([h.score for h in uncached], abs=1e-4)
+    for row in range(ids.size(0)):
+        n = int(mask[row].sum())
+        [single] = beam_search(model, ids[row : row + 1, :n], None, BOS, EOS, **options)
+        assert single.tokens == batched[row].tokens
+        assert single.score == pytest.approx(batched[row].score, abs=1e-4)
+        if single.complete:  # the score is the hypothesis' own, under this penalty form
+            own = sequence_score(
+                model, ids[row : row + 1, :n], single.tokens, BOS, EOS, 1.0, penalty
+            )
+            assert own == pytest.approx(single.score, abs=1e-4)
+
+
+def test_early_stopping_never_beats_the_exact_stop(model):
+    ids, mask = sources((4, 6, 8, 5, 7, 3))
+    exact = beam_search(model, ids, mask, BOS, EOS, beam_size=3, alpha=1.0, extra_length=10)
+    early = beam_search(
+        model, ids, mask, BOS, EOS, beam_size=3, alpha=1.0, extra_length=10, early_stopping=True
+    )
+    for e, x in zip(early, exact, strict=True):
+        assert (e.complete, e.score) <= (x.complete, x.score + 1e-6)
+
+
+def test_decoding_settings_are_checked():
+    from modules.seq2seq import Decoding
+
+    with pytest.raises(ValueError, match="beam_size=0"):
+        Decoding(beam_size=0)
+    with pytest.raises(ValueError, match="penalty='cubic'"):
+        Decoding(penalty="cubic")  # type: ignore[arg-type]
+    assert Decoding().replace(beam_size=None, min_length=3) == Decoding(min_length=3)

@@ -203,7 +203,7 @@ CASES = {
     ),
     "translate/other-model": (
         ["translate", "{lm}", "--input", "{tmp}/text.txt"],
-        ["holds a CausalLMModule (decoder", "translates with an encoder-decoder"],
+        ["holds a CausalLMModule (decoder", "needs an encoder-decoder translation model"],
     ),
     "translate/missing-input": (["translate", "{mt}", "--input", "{tmp}/no.txt"], ["no.txt does"]),
     "translate/empty-input": (

@@ -27,6 +27,11 @@ def test_every_family_and_task_has_a_config():
         "bert/squad-minilm.yaml",
         "xlnet/pydocs-plm.yaml",
         "xlnet/wikitext103-plm.yaml",
+        "summarization/aeslc.yaml",
+        "summarization/aeslc-minilm.yaml",
+        "summarization/gigaword.yaml",
+        "summarization/xsum.yaml",
+        "summarization/cnn-dailymail.yaml",
     ):
         assert expected in names
     for preset in ("cpu", "gpu", "ddp", "fsdp"):

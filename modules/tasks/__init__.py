@@ -7,10 +7,12 @@ from modules.tasks.language_modeling import CausalLMModule, MaskedLMModule
 from modules.tasks.optimization import NonFiniteError, OptimizerConfig
 from modules.tasks.permutation_lm import PermutationLMModule
 from modules.tasks.question_answering import QuestionAnsweringModule
+from modules.tasks.seq2seq import Seq2SeqModule
 from modules.tasks.translation import TranslationModule
 
 TASKS: tuple[type[TaskModule], ...] = (
     TranslationModule,
+    Seq2SeqModule,
     CausalLMModule,
     MaskedLMModule,
     PermutationLMModule,
@@ -26,6 +28,7 @@ __all__ = [
     "OptimizerConfig",
     "PermutationLMModule",
     "QuestionAnsweringModule",
+    "Seq2SeqModule",
     "SequenceClassificationModule",
     "StepOutput",
     "TaskModule",

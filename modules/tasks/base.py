@@ -275,7 +275,7 @@ class TaskModule(L.LightningModule):
     @staticmethod
     def first_example(batch: dict[str, Tensor], max_length: int = 32) -> dict[str, Tensor]:
         """The first example of a batch without its padding, at most `max_length` tokens."""
-        one = {k: v[:1] for k, v in batch.items()}
+        one = {k: v[:1] for k, v in batch.items() if isinstance(v, Tensor)}  # not references
         length = one["input_ids"].size(1)
         if "attention_mask" in one:
             length = int(one["attention_mask"].sum())
