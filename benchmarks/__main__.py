@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.experiment import lightning_notes_off
+
 ROWS = {  # imported when selected (Lightning and transformers take seconds to import)
     1: "attention",  # attention core fwd+bwd vs a direct SDPA call
     2: "training",  # training step tokens/s vs HF GPT-2, BERT, Marian
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads or (1 if args.quick else threads_before))
     try:
-        return run_and_report(args)
+        with lightning_notes_off():
+            return run_and_report(args)
     finally:
         torch.set_num_threads(threads_before)
 

@@ -390,7 +390,7 @@ def measure_size(
 
 def wait_share(steps: int) -> dict[str, Any]:
     from benchmarks.data_pipeline import CAUSAL, FetchClock
-    from benchmarks.experiment import build
+    from benchmarks.experiment import build, lightning_notes_off
 
     model, data, trainer = build(
         CAUSAL,
@@ -400,7 +400,8 @@ def wait_share(steps: int) -> dict[str, Any]:
             "--trainer.profiler=benchmarks.data_pipeline.FetchClock",
         ],
     )
-    trainer.fit(model, data)
+    with lightning_notes_off():
+        trainer.fit(model, data)
     clock = trainer.profiler
     assert isinstance(clock, FetchClock)
     share, step, counted = clock.share(skip=min(5, steps // 4))

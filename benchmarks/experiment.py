@@ -8,15 +8,29 @@ import os
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import logging  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 
 import lightning as L  # noqa: E402
 
 from experiments.cli import build_experiment  # noqa: E402
 
-# Lightning's notes on every Trainer ("GPU available", "Seed set", "max_steps reached") would
-# bury the benchmark table
-for name in ("lightning.pytorch", "lightning.fabric"):
-    logging.getLogger(name).setLevel(logging.WARNING)
+
+@contextmanager
+def lightning_notes_off() -> Iterator[None]:
+    """Lightning's notes on every Trainer ("GPU available", "Seed set", "max_steps reached")
+    would bury a benchmark's table. The levels are restored afterwards: importing or calling a
+    benchmark (as the tests do) leaves the process's logging as it was."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
 
 DEFAULT = "experiments/configs/default.yaml"
 # A small form of the default experiment for --quick and the smoke test.

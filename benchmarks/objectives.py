@@ -51,12 +51,11 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import logging  # noqa: E402
-
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from benchmarks.experiment import lightning_notes_off  # noqa: E402
 from datamodules import (  # noqa: E402
     ClassificationDataModule,
     MaskedLMDataModule,
@@ -75,9 +74,6 @@ from modules.tasks import (  # noqa: E402
     TaskModule,
 )
 from modules.tasks.language_modeling import token_loss  # noqa: E402
-
-for name in ("lightning.pytorch", "lightning.fabric"):  # notes on every Trainer bury the table
-    logging.getLogger(name).setLevel(logging.WARNING)
 
 MAX_LENGTH = 64
 PRETRAIN_BATCH, FINETUNE_BATCH = 64, 32
@@ -307,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(
             f"SST-2 not found in {args.data} (train.tsv, dev.tsv, test.tsv with sentence, label)"
         )
-    results = run(args)
+    with lightning_notes_off():
+        results = run(args)
     print(table(results, args))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"objectives-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -8,11 +8,13 @@ encoder output into every decoder block's cross-attention). Every box names the 
 it implements and the code that implements it, and holds its parameters and FLOPs summed over
 the N blocks, so the shares of all boxes add up to 100%. A two-stream model (XLNet's content
 and query streams sharing one stack's weights) is two columns over the same blocks, the second
-counting no parameters, with an edge of kind "cross" from the content stream's keys/values.
+counting no parameters, with an edge of kind "cross" from the content stream's keys/values
+(`add_query_stream`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,16 +45,19 @@ from experiments.diagram_papers import (
     ROPE,
     SCALED_DOT_PRODUCT,
     SWIGLU,
+    XLNET_OBJECTIVE,
+    XLNET_TWO_STREAM,
     Reference,
 )
 from experiments.trace import Trace, trace
 from modules.attention import MultiHeadAttention
 from modules.layers import Block, Embeddings, FeedForward, Stack
-from modules.models.encoder import MaskedLMHead, Pooler
+from modules.models.encoder import MaskedLMHead, Pooler, QueryStream
 from modules.positions import SinusoidalPositions
 from modules.tasks import (
     CausalLMModule,
     MaskedLMModule,
+    PermutationLMModule,
     QuestionAnsweringModule,
     Seq2SeqModule,
     SequenceClassificationModule,
@@ -73,7 +78,7 @@ BoxKind = Literal[
     "output",  # what the column produces (no code, no paper)
 ]
 EdgeKind = Literal["flow", "positions", "residual", "cross"]
-Mask = Literal["padding", "causal", "causal + padding", "none"]
+Mask = Literal["padding", "causal", "causal + padding", "factorisation order", "none"]
 TERMINALS = ("input", "output")
 
 
@@ -530,7 +535,8 @@ def norm_refs(norm: nn.Module, pre: bool) -> list[Reference]:
 
 def mask_kind(module: MultiHeadAttention, call: dict[str, Any]) -> Mask:
     """Which mask the attention was called with: SDPA's causal flag, a padding mask
-    (batch, 1, 1, keys), a combined causal + padding mask, or none."""
+    (batch, 1, 1, keys), a combined causal + padding mask, XLNet's two-stream mask (more
+    query rows than keys: the content stream's and the query stream's), or none."""
     if call.get("is_causal"):
         return "causal"
     mask = call.get("mask")
@@ -539,6 +545,8 @@ def mask_kind(module: MultiHeadAttention, call: dict[str, Any]) -> Mask:
     queries, keys = mask.size(-2), mask.size(-1)
     if queries == 1 or module.cross:
         return "padding"
+    if queries > keys:
+        return "factorisation order"
     future = torch.ones(queries, keys, dtype=torch.bool, device=mask.device).triu(
         keys - queries + 1
     )
@@ -621,7 +629,83 @@ def task_diagram(task: TaskModule, batch: dict[str, Tensor]) -> Diagram:
     record = trace(task, batch)
     sample = ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items() if k != "labels")
     title = f"{type(task.model).__name__} · {type(task).__name__}"
-    return build(task.model, record, title, sample, task_heads(task), task_objective(task))
+    diagram = build(task.model, record, title, sample, task_heads(task), task_objective(task))
+    if isinstance(task, PermutationLMModule):
+        add_query_stream(diagram, task, record, tuple(batch["target_positions"].shape))
+    return diagram
+
+
+def add_query_stream(
+    diagram: Diagram, task: PermutationLMModule, record: Trace, targets: tuple
+) -> None:
+    """XLNet's query stream as a second column over the same blocks (their weights and FLOPs
+    are counted once, in the content stream, which runs together with it), reading keys and
+    values from the content stream; the prediction head and the loss move on top of it."""
+    content = diagram.columns[0]
+    prefix = content.name
+
+    start = task.query_stream.start
+    shape = (*targets, start.numel())
+
+    def twin(box: Box) -> Box:
+        id_ = "query" + box.id.removeprefix(prefix)
+        return dataclasses.replace(box, id=id_, params=0, flops=0, shape=shape if box.shape else ())
+
+    below = [
+        Box(
+            id="query.input",
+            kind="input",
+            label="Target Positions",
+            detail=f"positions {targets}, predicted in the factorisation order",
+            shape=targets,
+        ),
+        Box(
+            id="query.start",
+            kind="embedding",
+            label="Query Stream Input",
+            detail=f"one learned vector w ({start.numel()}) in place of each target's token",
+            code=code_ref(QueryStream),
+            refs=[XLNET_TWO_STREAM],
+            params=start.numel(),
+            shape=shape,
+        ),
+        *(twin(box) for box in content.below if box.kind in ("positions", "norm")),
+    ]
+    sublayers = [Sublayer(s.kind, [twin(box) for box in s.boxes]) for s in content.stack.sublayers]
+    attention = sublayers[0].function
+    attention.detail = (
+        "the content stream's weights · Q: the query stream; K, V: the content stream · "
+        "sees the tokens before its target in the order, never the target"
+    )
+    content.stack.sublayers[0].function.detail += " · each token sees those at or before it"
+    norms = [box for box in content.above if box.kind == "norm"]
+    on_top = [box for box in content.above if box.kind != "norm"]
+    memory = _main(content.below)[-1]  # what each block reads its keys and values from
+    for box in [*(b for s in content.stack.sublayers for b in s.boxes), *norms]:
+        box.shape = memory.shape if box.shape else ()  # the trace saw both streams at once
+    content.above = [
+        *norms,
+        Box(id=f"{prefix}.output", kind="output", label="Content Stream h", shape=memory.shape),
+    ]
+    query = Column("query", "Query-Stream", below, dataclasses.replace(content.stack), [])
+    query.stack.sublayers = sublayers
+    query.above = [*(twin(box) for box in norms), *on_top]
+    content.title = "Content Stream"
+    diagram.columns.append(query)
+    # the data flow again, now in two columns; each residual of the stack again in the twin
+    b = _Builder(task.model, record)
+    for column in diagram.columns:
+        b.flow([box for box in column.boxes() if box.used])
+    twins = {box.id: twin(box).id for box in content.boxes()}
+    residuals = [e for e in diagram.edges if e.kind == "residual"]
+    residuals += [
+        Edge(twins[e.source], twins[e.target], "residual", shape)
+        for e in residuals
+        if e.source in twins and e.target in twins
+    ]
+    cross = Edge(memory.id, attention.id, "cross", memory.shape)
+    diagram.edges = [*b.edges, *residuals, cross]
+    diagram.total_params += start.numel()
 
 
 def task_heads(task: TaskModule) -> list[Head]:
@@ -651,6 +735,9 @@ def task_objective(task: TaskModule) -> Objective:
         return Objective(
             "Softmax", "next-token cross-entropy", [EMBEDDINGS], code, "Output Probabilities"
         )
+    if isinstance(task, PermutationLMModule):
+        detail = "cross-entropy at the targets, from the query stream"
+        return Objective("Softmax", detail, [XLNET_OBJECTIVE], code, "Target-Token Probabilities")
     if isinstance(task, MaskedLMModule):
         detail = "cross-entropy on the masked positions"
         return Objective("Softmax", detail, [BERT_MLM], code, "Masked-Token Probabilities")

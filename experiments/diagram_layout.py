@@ -257,7 +257,7 @@ class Layout:
             elif anchor is not None:
                 beside += 1
                 h = self.height(box)
-                x = anchor.cx - BOX_W / 2 + (BOX_W + 40) * beside * (1 if c.residual_left else -1)
+                x = anchor.cx - BOX_W / 2 + (BOX_W + 40) * beside  # heads: in the last column
                 self.at[box.id] = Placed(x, anchor.bottom - h, BOX_W, h)
 
     def shift(self) -> tuple[float, float]:
@@ -409,27 +409,30 @@ class Layout:
 
     def draw_cross(self, source: Placed, target: Placed, edge: Edge) -> None:
         """Up from the encoder's output, across, and into the decoder block's cross-attention
-        from the left, as in the paper; one block is drawn for all N."""
-        up = source.y - 24
+        from the left, as in the paper; one block is drawn for all N. From a box below the
+        target (XLNet's content stream, whose every layer gives the query stream its keys
+        and values): out of its side, then up the gap between the columns."""
         x = target.x - FRAME_PAD - COLUMN_GAP / 2
-        points = [
-            (source.cx, source.y),
-            (source.cx, up),
-            (x, up),
-            (x, target.cy),
-            (target.x, target.cy),
-        ]
-        self.shapes.append(Line(points, CROSS_INK, 1.8))
+        column = self.column_of(edge.target).column
+        blocks = f"into all {column.stack.n_layers} {column.title.lower()} blocks"
+        shape = shape_text(edge.shape)
+        if source.y > target.bottom:
+            points = [(source.x + source.w, source.cy), (x, source.cy), (x, target.cy)]
+            shape_at, middle = source.cy + 14, x
+        else:
+            up = source.y - 24
+            points = [(source.cx, source.y), (source.cx, up), (x, up), (x, target.cy)]
+            shape_at, middle = up - 19, (source.cx + x) / 2  # where the paper leaves room
+        self.shapes.append(Line([*points, (target.x, target.cy)], CROSS_INK, 1.8))
         self.shapes.append(
             Text(target.x - 6, target.cy - 6, "K, V", 10, True, anchor="end", color=CROSS_INK)
         )
-        middle = (source.cx + x) / 2  # above the crossing, where the paper leaves room
-        shape = shape_text(edge.shape)
         self.shapes.append(
-            Text(middle, up - 19, shape, 9.5, mono=True, anchor="middle", color=CROSS_INK)
+            Text(middle, shape_at, shape, 9.5, mono=True, anchor="middle", color=CROSS_INK)
         )
-        text = f"into all {self.column_of(edge.target).column.stack.n_layers} decoder blocks"
-        self.shapes.append(Text(middle, up - 6, text, 9.5, anchor="middle", color=CROSS_INK))
+        self.shapes.append(
+            Text(middle, shape_at + 13, blocks, 9.5, anchor="middle", color=CROSS_INK)
+        )
 
     def draw_shapes_on_edges(self) -> None:
         """The tensor's shape beside a flow arrow wherever it changes along a column."""
@@ -467,7 +470,10 @@ class Layout:
         ]
         if self.d.edges_of("cross"):
             cross = Line([(0, 0), (28, 0)], CROSS_INK, 1.8)
-            items.insert(1, (cross, "encoder output (keys, values) into every decoder block"))
+            text = "encoder output (keys, values) into every decoder block"
+            if any(c.name == "query" for c in self.d.columns):
+                text = "each layer's content stream (keys, values) into the query stream"
+            items.insert(1, (cross, text))
         cursor = x
         for sample, text in items:
             size = 34 + text_width(text, 10.5)

@@ -31,6 +31,7 @@ SHORT = {
     "Ainslie et al. 2023": "GQA",
     "Shazeer 2020": "SwiGLU",
     "Hendrycks & Gimpel 2016": "GELU",
+    "Yang et al. 2019": "XLNet",
 }
 URLS = {
     VASWANI: "https://arxiv.org/abs/1706.03762",
@@ -41,6 +42,7 @@ URLS = {
     "Ainslie et al. 2023": "https://arxiv.org/abs/2305.13245",
     "Shazeer 2020": "https://arxiv.org/abs/2002.05202",
     "Hendrycks & Gimpel 2016": "https://arxiv.org/abs/1606.08415",
+    "Yang et al. 2019": "https://arxiv.org/abs/1906.08237",
 }
 
 
@@ -67,3 +69,5 @@ RMSNORM = ref("Zhang & Sennrich 2019", "§4", "RMSNorm: re-scaling without re-ce
 GQA = ref("Ainslie et al. 2023", "§2.2", "grouped-query attention")
 SWIGLU = ref("Shazeer 2020", "§2", "GLU variants: SwiGLU")
 GELU = ref("Hendrycks & Gimpel 2016", "§2", "GELU")
+XLNET_OBJECTIVE = ref("Yang et al. 2019", "§2.2", "permutation language modeling, eq. (3)")
+XLNET_TWO_STREAM = ref("Yang et al. 2019", "§2.3", "two-stream self-attention, eq. (4)-(5)")

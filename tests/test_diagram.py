@@ -10,7 +10,16 @@ import torch
 
 from experiments.architecture import sample_batch
 from experiments.diagram import TERMINALS, Diagram, mask_kind, task_diagram
-from experiments.diagram_papers import GQA, LABEL_SMOOTHING, PRE_LN, RMSNORM, ROPE, SWIGLU
+from experiments.diagram_papers import (
+    GQA,
+    LABEL_SMOOTHING,
+    PRE_LN,
+    RMSNORM,
+    ROPE,
+    SWIGLU,
+    XLNET_OBJECTIVE,
+    XLNET_TWO_STREAM,
+)
 from experiments.diagram_render import write
 from experiments.trace import trace
 from modules.attention import MultiHeadAttention
@@ -18,6 +27,7 @@ from modules.masks import make_mask
 from modules.tasks import (
     CausalLMModule,
     MaskedLMModule,
+    PermutationLMModule,
     QuestionAnsweringModule,
     SequenceClassificationModule,
     TaskModule,
@@ -51,7 +61,10 @@ def assert_accounted(diagram: Diagram, task: TaskModule, length: int = 12) -> No
     assert sum(diagram.param_share(b) for b in boxes) == pytest.approx(100)
     assert sum(diagram.flop_share(b) for b in boxes) == pytest.approx(100)
     for box in boxes:
-        if box.kind in ("attention", "feed_forward") or (box.kind == "head" and box.used):
+        twin = box.id.startswith("query.")  # XLNet's query stream: the content stream's blocks
+        if (box.kind in ("attention", "feed_forward") and not twin) or (
+            box.kind == "head" and box.used
+        ):
             assert box.flops > 0, box.id
 
 
@@ -172,6 +185,40 @@ def test_encoder_only_mlm_with_its_unused_pooler():
     assert not pooler.used and pooler.flops == 0 and pooler.params > 0
     assert all(pooler.id not in (e.source, e.target) for e in d.edges)
     assert_accounted(d, task)
+
+
+def test_permutation_lm_draws_two_streams_over_one_stack(tmp_path: Path):
+    task = PermutationLMModule(codec=toy_codec(VOCAB), preset="tiny")
+    d = diagram_of(task)
+    assert [c.name for c in d.columns] == ["encoder", "query"]
+    assert kinds(d, "encoder") == [
+        "input", "embedding", "positions", "norm", "attention", "add_norm", "feed_forward",
+        "add_norm", "output",
+    ]  # fmt: skip
+    assert kinds(d, "query") == [
+        "input", "embedding", "positions", "norm", "attention", "add_norm", "feed_forward",
+        "add_norm", "head", "softmax", "output",
+    ]  # fmt: skip
+    # one stack: the query stream's blocks hold no weights and FLOPs of their own
+    stack = [b for s in d.column("query").stack.sublayers for b in s.boxes]
+    assert all(b.params == 0 and b.flops == 0 for b in stack)
+    assert d.box("query.start").params == task.query_stream.start.numel()
+    assert XLNET_TWO_STREAM in d.box("query.start").refs
+    assert d.box("encoder.self_attn").mask == "factorisation order"
+    # keys and values of the query stream come from the content stream, into its attention
+    [cross] = d.edges_of("cross")
+    assert cross.target == "query.self_attn" and cross.source == "encoder.embedding_norm"
+    assert residuals(d)["query.self_attn.add_norm"] == "query.embedding_norm"
+    # the head and the loss sit on the query stream, with the shape of the targets
+    targets = sample_batch(task, 2, 12)["target_positions"].shape
+    assert d.box("query.self_attn").shape == (*targets, task.model.cfg.d_model)
+    assert d.column("query").above[0].id == "mlm_head"
+    assert d.box("encoder.output").shape == (2, 12, task.model.cfg.d_model)
+    assert XLNET_OBJECTIVE in d.box("objective").refs
+    assert_accounted(d, task)
+    [svg] = [p for p in write(d, tmp_path, "plm") if p.suffix == ".svg"]
+    ET.parse(svg)
+    assert "query-stream blocks" in svg.read_text()
 
 
 @pytest.mark.parametrize("kind", ["classification", "question answering"])
