@@ -17,6 +17,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
+from modules.batch import AnyBatch
 from modules.codec import Codec, Family
 from modules.config import TransformerConfig
 from modules.models import FAMILIES
@@ -185,17 +186,10 @@ class TaskModule(L.LightningModule):
         out = self.step(batch)
         metrics = self.stage_metrics[stage]
         metrics["loss"].update(out.loss_sum / out.count.clamp(min=1), weight=out.count)
-        self.update_metrics(metrics, batch, out, stage, batch_idx)
+        self.update_metrics(batch, out, stage, batch_idx)
 
-    def update_metrics(
-        self,
-        metrics: nn.ModuleDict,
-        batch: dict[str, Any],
-        out: StepOutput,
-        stage: str,
-        batch_idx: int,
-    ) -> None:
-        """The task's own metrics for one evaluation batch."""
+    def update_metrics(self, batch: AnyBatch, out: StepOutput, stage: str, batch_idx: int) -> None:
+        """The task's own metrics (`self.stage_metrics[stage]`) for one evaluation batch."""
 
     def metric_values(self, metrics: nn.ModuleDict, stage: str) -> dict[str, Tensor]:
         """The stage's metric values at the end of an evaluation."""

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from modules.batch import ClassificationBatch
+from modules.batch import AnyBatch, ClassificationBatch
 from modules.tasks.base import Goal, StepOutput, TaskModule
 from modules.tasks.language_modeling import encoder_text_batch
 from modules.tasks.optimization import OptimizerConfig
@@ -68,12 +68,6 @@ class SequenceClassificationModule(TaskModule):
         loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")
         return StepOutput(loss_sum, count, {"logits": logits})
 
-    def update_metrics(
-        self,
-        metrics: nn.ModuleDict,
-        batch: dict[str, Any],
-        out: StepOutput,
-        stage: str,
-        batch_idx: int,
-    ) -> None:
+    def update_metrics(self, batch: AnyBatch, out: StepOutput, stage: str, batch_idx: int) -> None:
+        metrics = self.stage_metrics[stage]
         metrics["accuracy"].update((out.extras["logits"].argmax(-1) == batch["labels"]).float())

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from modules.batch import CausalLMBatch, MaskedLMBatch
+from modules.batch import AnyBatch, CausalLMBatch, MaskedLMBatch
 from modules.codec import IGNORE
 from modules.generation import Sampling, generate
 from modules.tasks.base import Goal, StepOutput, TaskModule
@@ -75,14 +75,7 @@ class CausalLMModule(TaskModule):
     def step(self, batch: CausalLMBatch) -> StepOutput:  # type: ignore[override]
         return StepOutput(*token_loss(self.model(batch["input_ids"]), batch["labels"]))
 
-    def update_metrics(
-        self,
-        metrics: nn.ModuleDict,
-        batch: dict[str, Any],
-        out: StepOutput,
-        stage: str,
-        batch_idx: int,
-    ) -> None:
+    def update_metrics(self, batch: AnyBatch, out: StepOutput, stage: str, batch_idx: int) -> None:
         if batch_idx == 0 and stage == "val":
             self._prompt = batch["input_ids"][0, :16].tolist()
 
@@ -180,14 +173,8 @@ class MaskedLMModule(TaskModule):
         logits, labels = self.model.mlm_logits(hidden, chosen), batch["labels"][chosen]
         return StepOutput(*token_loss(logits, labels), {"logits": logits, "labels": labels})
 
-    def update_metrics(
-        self,
-        metrics: nn.ModuleDict,
-        batch: dict[str, Any],
-        out: StepOutput,
-        stage: str,
-        batch_idx: int,
-    ) -> None:
+    def update_metrics(self, batch: AnyBatch, out: StepOutput, stage: str, batch_idx: int) -> None:
+        metrics = self.stage_metrics[stage]
         metrics["accuracy"].update(
             (out.extras["logits"].argmax(-1) == out.extras["labels"]).float()
         )

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from modules.batch import QuestionAnsweringBatch
+from modules.batch import AnyBatch, QuestionAnsweringBatch
 from modules.tasks.base import Goal, StepOutput, TaskModule
 from modules.tasks.classification import FINETUNE_OPTIM
 from modules.tasks.optimization import OptimizerConfig
@@ -106,14 +106,7 @@ class QuestionAnsweringModule(TaskModule):
         count = torch.tensor(2 * start.size(0), device=start.device)
         return StepOutput(loss_sum, count, {"start": start, "end": end})
 
-    def update_metrics(
-        self,
-        metrics: nn.ModuleDict,
-        batch: dict[str, Any],
-        out: StepOutput,
-        stage: str,
-        batch_idx: int,
-    ) -> None:
+    def update_metrics(self, batch: AnyBatch, out: StepOutput, stage: str, batch_idx: int) -> None:
         scores, firsts, lasts = best_spans(
             out.extras["start"], out.extras["end"], batch["offset_mapping"], self.max_answer_length
         )

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
-from modules.batch import Seq2SeqBatch
+from modules.batch import AnyBatch, Seq2SeqBatch
 from modules.codec import IGNORE
 from modules.generation import until_stop
 from modules.models import EncoderDecoderTransformer
@@ -214,14 +214,8 @@ class Seq2SeqModule(TaskModule):
         }
 
     # --- metrics ------------------------------------------------------------------------------
-    def update_metrics(
-        self,
-        metrics: nn.ModuleDict,
-        batch: dict[str, Any],
-        out: StepOutput,
-        stage: str,
-        batch_idx: int,
-    ) -> None:
+    def update_metrics(self, batch: AnyBatch, out: StepOutput, stage: str, batch_idx: int) -> None:
+        metrics = self.stage_metrics[stage]
         if self.codec is None or not self.text_metrics:
             return
         # validation decodes greedily (cheaper); the test stage as configured
