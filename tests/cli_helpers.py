@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +150,62 @@ def run_cli_process(
         cwd=ROOT,
         input=stdin,
     )
+
+
+def run_cli_captured(
+    args: list[str], env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess:
+    """`run_cli_process` in this process: the same exit code, stdout and stderr (a user error's
+    SystemExit code, 1 and the traceback for anything else), without the 5-10 s a new
+    interpreter spends importing torch and Lightning. Tests of what only a real process shows
+    (signals, /dev/stdin, the interpreter's exit) keep `run_cli_process`."""
+    import pytest
+
+    out, err = io.StringIO(), io.StringIO()
+    patch = pytest.MonkeyPatch()
+    for key, value in (env or {}).items():
+        patch.setenv(key, value)
+    patch.delenv("TSUITE_RUN_DIR", raising=False)
+    patch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+    code = 0
+    try:
+        with (
+            contextlib.chdir(ROOT),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            log_handlers_writing_to(err),
+        ):
+            main(list(args))
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        if isinstance(exit.code, str):
+            err.write(exit.code + "\n")
+    except Exception:
+        traceback.print_exc(file=err)
+        code = 1
+    finally:
+        patch.undo()
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def log_handlers_writing_to(stream: io.StringIO) -> Iterator[None]:
+    """Point the plain stream handlers of every logger (Lightning's writes to the stderr of
+    the time it was imported) at `stream` for a while; pytest's own handlers stay."""
+    loggers = [logging.getLogger(), *logging.root.manager.loggerDict.values()]
+    handlers = {
+        h
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+        for h in logger.handlers
+        if type(h) is logging.StreamHandler
+    }
+    previous = {h: h.setStream(stream) for h in handlers}
+    try:
+        yield
+    finally:
+        for handler, old in previous.items():
+            handler.setStream(old)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ import pytest
 
 from datamodules import CausalLMDataModule, DataError
 from experiments.cli import main
-from tests.cli_helpers import run_cli_process
+from tests.cli_helpers import run_cli_captured, run_cli_process
 from tests.test_cli_errors import world  # noqa: F401 - the finished runs the cases use
 from tests.test_training import lm_config
 
@@ -40,7 +40,7 @@ def test_an_error_in_a_loader_removes_the_run_folder(error, tmp_path: Path, monk
 
 def test_a_batch_that_does_not_divide_names_both_keys_and_leaves_nothing(tmp_path: Path):
     config = lm_config(tmp_path)
-    done = run_cli_process(
+    done = run_cli_captured(
         ["fit", "-c", str(config), f"--runs_dir={tmp_path / 'runs'}"]
         + ["--trainer.accumulate_grad_batches=3"],
         {"TSUITE_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"},
@@ -48,7 +48,7 @@ def test_a_batch_that_does_not_divide_names_both_keys_and_leaves_nothing(tmp_pat
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "data.batch_size=8" in done.stderr and "accumulate_grad_batches = 1 x 3" in done.stderr
     assert no_run_folder(tmp_path / "runs")
-    debug = run_cli_process(
+    debug = run_cli_captured(
         ["fit", "-c", str(config), f"--runs_dir={tmp_path / 'runs'}"]
         + ["--trainer.accumulate_grad_batches=3"],
         {"TSUITE_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled", "TSUITE_DEBUG": "1"},
@@ -59,11 +59,11 @@ def test_a_batch_that_does_not_divide_names_both_keys_and_leaves_nothing(tmp_pat
 
 def test_input_from_standard_input_and_device_files(world: Path):  # noqa: F811
     checkpoint = str(next((world / "mt" / "runs").rglob("last.ckpt")))
-    for source in ("-", "/dev/stdin"):
-        done = run_cli_process(["translate", checkpoint, "--input", source], stdin="one\ntwo\n")
+    for run, source in ((run_cli_captured, "-"), (run_cli_process, "/dev/stdin")):
+        done = run(["translate", checkpoint, "--input", source], stdin="one\ntwo\n")
         assert done.returncode == 0, done.stderr
         assert len(done.stdout.splitlines()) == 2  # a translation for each line
-    done = run_cli_process(["translate", checkpoint, "--input", "-"], stdin="\n")
+    done = run_cli_captured(["translate", checkpoint, "--input", "-"], stdin="\n")
     assert done.returncode == 2 and "standard input is empty" in done.stderr
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cli_helpers import run_cli_process
+from tests.cli_helpers import run_cli_captured
 from tests.test_training import lm_config
 
 
@@ -17,7 +17,7 @@ def test_progress_counts_steps_and_the_summary_has_no_empty_flops(tmp_path: Path
         enable_progress_bar=True,
         enable_model_summary=True,
     )
-    done = run_cli_process(["fit", "-c", str(config), f"--runs_dir={tmp_path / 'runs'}"])
+    done = run_cli_captured(["fit", "-c", str(config), f"--runs_dir={tmp_path / 'runs'}"])
     assert done.returncode == 0, done.stderr[-2000:]
     output = done.stdout + done.stderr
     assert "step: 100%" in output and "4/4" in output
@@ -28,7 +28,7 @@ def test_progress_counts_steps_and_the_summary_has_no_empty_flops(tmp_path: Path
 
 
 def test_a_missing_checkpoint_is_named_first(tmp_path: Path):
-    done = run_cli_process(["generate", str(tmp_path / "missing.ckpt")])
+    done = run_cli_captured(["generate", str(tmp_path / "missing.ckpt")])
     assert done.returncode == 2
     error = done.stderr.strip().splitlines()[-1]
     assert "missing.ckpt does not exist" in error and "required" not in done.stderr

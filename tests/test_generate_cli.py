@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import fit_once, run_cli_process
+from tests.cli_helpers import fit_once, run_cli_captured
 from tests.test_training import lm_config
 
 
@@ -19,7 +19,7 @@ def trained(tmp_path_factory) -> Path:
 
 
 def generate(run: Path, *args: str):
-    return run_cli_process(["generate", str(run / "checkpoints" / "last.ckpt"), *args], timeout=120)
+    return run_cli_captured(["generate", str(run / "checkpoints" / "last.ckpt"), *args])
 
 
 def test_samples_are_logged_each_validation(trained: Path):

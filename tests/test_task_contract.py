@@ -19,7 +19,7 @@ from modules.config import EncoderDecoderConfig, TransformerConfig
 from modules.models import FAMILIES
 from modules.tasks import TASKS, Seq2SeqModule, TaskModule, load_task
 from modules.tasks.checkpoints import read_checkpoint
-from tests.cli_helpers import fit_once, run_cli_process
+from tests.cli_helpers import fit_once, run_cli_captured
 from tests.codecs import toy_codec
 from tests.test_training import lm_config
 
@@ -174,10 +174,10 @@ def test_checkpoints_of_the_earlier_format_load_and_convert(tmp_path: Path):
     assert torch.equal(outputs(loaded, ids), outputs(task, ids))
     assert loaded.codec is not None and loaded.codec.pad_id == task.codec.pad_id
 
-    done = run_cli_process(["fit", "-c", "experiments/configs/default.yaml", f"--ckpt_path={old}"])
+    done = run_cli_captured(["fit", "-c", "experiments/configs/default.yaml", f"--ckpt_path={old}"])
     assert done.returncode == 2 and f"tsuite upgrade {old}" in done.stderr
     new = tmp_path / "new.ckpt"
-    done = run_cli_process(["upgrade", str(old), "--out", str(new)])
+    done = run_cli_captured(["upgrade", str(old), "--out", str(new)])
     assert done.returncode == 0, done.stderr
     assert read_checkpoint(new)["format_version"] == 2
     assert torch.equal(outputs(load_task(new), ids), outputs(task, ids))

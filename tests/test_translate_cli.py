@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli_helpers import fit_once, run_cli_process
+from tests.cli_helpers import fit_once, run_cli_captured
 from tests.test_training import numbers_config
 
 SOURCES = ["three hundred and one", "forty-two", "seven thousand, six hundred"]
@@ -20,7 +20,7 @@ def run(tmp_path_factory) -> Path:
 
 
 def tool(*args: str):
-    return run_cli_process(list(args), env={"WANDB_MODE": "disabled"}, timeout=180)
+    return run_cli_captured(list(args), env={"WANDB_MODE": "disabled"})
 
 
 def test_translate_a_file_and_stdin(run: Path, tmp_path: Path):
