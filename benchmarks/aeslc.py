@@ -4,7 +4,7 @@ settings) and print ROUGE-1/2/L F1 x 100 against `subject_line` and against the 
 `annotations` (the best of them), beside the lead baseline, with wall times and the device,
 as one table.
 
-    python -m benchmarks.aeslc                     # both configs as shipped (~40 min each on 2 CPU cores)
+    python -m benchmarks.aeslc                     # both configs as shipped (each sized to train within 40 min on 2 CPU cores)
     python -m benchmarks.aeslc --steps 20 --limit 50   # a smoke run: few steps, 50 emails
 
 Anchors (AESLC test split, PEGASUS, Zhang et al. 2020, Table 1): a Transformer-base trained
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         else f"cpu ({torch.get_num_threads()} threads)"
     )
     rows = read_validation(args.data, args.limit)
+    load_at_start = os.getloadavg()[0]
     rouge = Rouge(TYPES)
     results = {}
     for name in args.configs:
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     baseline = scores(rouge, [lead(r["email_body"]) for r in rows], rows)
     print(
         f"\nAESLC validation ({len(rows):,} emails), ROUGE-1/2/L F1 x 100, device: {device}"
-        f"{f', {args.steps} steps (smoke run)' if args.steps else ''}"
+        f"{f', {args.steps} steps (smoke run)' if args.steps else ''}; "
+        f"load average {os.getloadavg()[0]:.1f} (1 min), {load_at_start:.1f} at the start"
     )
     print(
         f"{'system':<24} {'vs subject_line':>17}   {'vs annotations':>17}   {'train s':>7} {'decode s':>8}"
