@@ -194,7 +194,7 @@ def pretrain(
     task = objective.pretraining(
         codec=dm.codec,
         preset=args.preset,
-        arch={"max_length": MAX_LENGTH},
+        arch={"max_length": MAX_LENGTH, **args.arch},
         optim=schedule(args.pretrain_lr, args.pretrain_steps),
     )
     fit = trainer(args.pretrain_steps)
@@ -226,7 +226,7 @@ def finetune(
     steps = args.finetune_steps or len(dm.raw["train"]) // FINETUNE_BATCH  # one epoch
     model: dict[str, Any] = {"init_from": str(checkpoint)}
     if checkpoint is None:
-        model = {"preset": args.preset, "arch": {"max_length": MAX_LENGTH}}
+        model = {"preset": args.preset, "arch": {"max_length": MAX_LENGTH, **args.arch}}
     task = objective.classifier(
         codec=dm.codec, num_classes=2, optim=schedule(args.finetune_lr, steps), **model
     )
@@ -265,7 +265,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     tokens = args.pretrain_steps * PRETRAIN_BATCH * MAX_LENGTH
     lines = [
-        f"Pretraining objectives, encoder {args.preset}, {args.pretrain_steps} steps of "
+        f"Pretraining objectives, encoder {args.preset}{f' {args.arch}' if args.arch else ''}, "
+        f"{args.pretrain_steps} steps of "
         f"{PRETRAIN_BATCH} x {MAX_LENGTH} tokens (up to {tokens:,} tokens) on SST-2's "
         f"sentences; SST-2 fine-tuned {results[0]['finetune_steps']} steps of {FINETUNE_BATCH}; "
         f"cpu x{torch.get_num_threads()}, fp32",
@@ -291,6 +292,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--data", type=Path, default=Path("../shared/data/sst2"))
     p.add_argument("--preset", default="bert-tiny", help="encoder size (EncoderConfig preset)")
+    p.add_argument(
+        "--arch",
+        type=json.loads,
+        default={},
+        help='encoder fields over the preset in every row, e.g. \'{"positions": "rotary"}\'',
+    )
     p.add_argument("--pretrain_steps", type=int, default=3000)
     p.add_argument("--pretrain_lr", type=float, default=1e-3)
     p.add_argument("--finetune_steps", type=int, help="default: one epoch of train.tsv")

@@ -23,6 +23,7 @@ import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from datamodules.sources import DataError
+from experiments.allocator import keep_freed_memory
 from experiments.callbacks import ResumeState
 from experiments.packaged import config_arguments
 from experiments.run_defaults import default_callbacks, default_loggers
@@ -250,6 +251,7 @@ def main(args: list[str] | None = None) -> None:
             sys.argv[1:] = argv
         import torch
 
+        keep_freed_memory()
         if torch.cuda.is_available():
             torch.set_float32_matmul_precision("high")  # TF32 for float32 matmuls, as nanoGPT
         SuiteCLI(

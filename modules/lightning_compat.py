@@ -32,6 +32,16 @@ def batches_done_this_epoch(trainer: Any) -> int:
     return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
 
 
+def logs_this_step(module: Any) -> bool:
+    """Whether Lightning hands this training step's logged values to the loggers (every
+    `trainer.log_every_n_steps`, at a stop, and in a fast dev run): `self.log` in any other
+    step costs time and is overwritten before anything reads it."""
+    trainer = module._trainer
+    if trainer is None:  # a plain loop around the module: `self.log` would do nothing
+        return False
+    return bool(trainer.fast_dev_run or trainer._logger_connector.should_update_logs)
+
+
 def forget_sigterm(trainer: Any) -> None:
     """Make Lightning forget a SIGTERM it has seen, so it does not stop a validation after
     its first batch (it checks after every batch; there is no public switch)."""

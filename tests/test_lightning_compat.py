@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from modules.lightning_compat import (
     batches_done_this_epoch,
     drop_wandb_anonymous,
     forget_sigterm,
+    logs_this_step,
     skip_step_on_device,
 )
 from modules.tasks import CausalLMModule
@@ -69,3 +71,57 @@ def test_wandb_logger_no_longer_passes_anonymous(tmp_path):
     assert "anonymous" in logger._wandb_init
     drop_wandb_anonymous(logger)
     assert "anonymous" not in logger._wandb_init
+
+
+class LoggedStepProbe(CausalLMModule):
+    """Records, for every micro-batch, its optimizer step, its loss, whether `logs_this_step`
+    says Lightning writes it, and whether the task logged its loss."""
+
+    def __init__(self, **args):
+        super().__init__(**args)
+        self.seen: list[tuple[int, float, bool]] = []
+        self.loss_logs = 0
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        count = (batch["labels"] != -100).sum()
+        self.seen.append(
+            (self.trainer.global_step, float(loss.detach() / count), logs_this_step(self))
+        )
+        return loss
+
+    def log(self, name, *args, **kwargs):
+        self.loss_logs += name == "train/loss"
+        super().log(name, *args, **kwargs)
+
+
+def test_train_loss_is_logged_on_the_steps_lightning_writes_only(tmp_path):
+    """With 2 micro-batches a step and a log every 3 steps, Lightning writes steps 3, 6, 9;
+    `logs_this_step` is true for exactly their micro-batches, the task logs the loss there
+    only, and metrics.csv holds the last micro-batch's loss of each (what it held when every
+    step logged)."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 30, (20, 2, 9))
+    batches = [{"input_ids": x[:, :-1], "labels": x[:, 1:]} for x in ids]
+    task = LoggedStepProbe(
+        preset="tiny", arch={"vocab_size": 30, "max_length": 16}, sample_tokens=0
+    )
+    trainer = L.Trainer(
+        max_steps=10,
+        accumulate_grad_batches=2,
+        log_every_n_steps=3,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="run", version=0),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(task, datamodule=FixedBatches(batches))
+    logged = [(step, loss) for step, loss, logs in task.seen if logs]
+    assert [step for step, _ in logged] == [2, 2, 5, 5, 8, 8]  # global_step before the update
+    assert task.loss_logs == 6
+    rows = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    written = [dict(zip(header, row.split(","), strict=True)) for row in rows[1:]]
+    losses = {int(r["step"]): float(r["train/loss"]) for r in written if r["train/loss"]}
+    assert losses == pytest.approx({step: loss for step, loss in logged[1::2]})

@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric, Metric
 from modules.batch import AnyBatch
 from modules.codec import Codec, Family
 from modules.config import TransformerConfig
+from modules.lightning_compat import logs_this_step
 from modules.models import FAMILIES
 from modules.tasks.optimization import OptimizerConfig, StepNumerics, build_optimizer
 from modules.tasks.pretrained import pretrained_model
@@ -171,7 +172,8 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self.step(batch)
         self.numerics.add(out.loss_sum, out.count)
-        self.log("train/loss", out.loss_sum / out.count.clamp(min=1), prog_bar=True)
+        if logs_this_step(self):  # the loss of the logged steps (the progress bar's too)
+            self.log("train/loss", out.loss_sum / out.count.clamp(min=1), prog_bar=True)
         # Backward on the sum; on_before_optimizer_step divides the gradients by the number
         # of targets in the whole optimizer step, over accumulation and devices.
         return out.loss_sum
@@ -226,7 +228,7 @@ class TaskModule(L.LightningModule):
             trainer.accumulate_grad_batches * trainer.world_size,
             trainer.gradient_clip_val if self.clips_by_norm() else None,
         )
-        if (trainer.global_step + 1) % trainer.log_every_n_steps == 0:  # a step Lightning logs
+        if logs_this_step(self):
             self.log("train/skipped_steps", torch.as_tensor(self.numerics.skipped).float())
             self.numerics.check(trainer.global_step)
 
