@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
                     **score(model, val, args.draws),
                 }
             )
-            print_table(rows, args.steps, args.draws, args.repeats)
+            print_table(rows, args.steps, args.draws)
     ours = [r["seconds"] for r in rows if r["side"] == "tsuite fit"]
     theirs = [r["seconds"] for r in rows if r["side"] != "tsuite fit"]
     ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
@@ -377,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / f"shakespeare-char-{stamp}.json").write_text(json.dumps(rows, indent=2))
 
 
-def print_table(rows: list[dict], steps: int, draws: int, repeats: int) -> None:
+def print_table(rows: list[dict], steps: int, draws: int) -> None:
+    repeats = len(rows[0]["all_seconds"])
     print(
         f"\nTiny Shakespeare (char), {LAYERS} layers x {WIDTH}, context {BLOCK}, batch {BATCH}, "
         f"{steps} steps, cpu x{torch.get_num_threads()}, fp32; validation loss of the final model"

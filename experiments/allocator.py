@@ -3,7 +3,7 @@
 On Linux, glibc's malloc hands every allocation above 128 KiB to the kernel as a fresh
 mapping and gives freed memory at the top of the heap back to it; a CPU training step frees
 its activations and allocates them again in the next, so each step faults the same pages in
-anew (400-800 minor faults and 1.5-2 ms of kernel time per step of the Tiny Shakespeare model,
+anew (300-800 minor faults and 1.5-2 ms of kernel time per step of the Tiny Shakespeare model,
 about 4% of the step). Raising the two thresholds keeps those pages in the process; its peak
 memory stays the same. Users who set glibc's own variables keep theirs.
 """
@@ -11,7 +11,6 @@ memory stays the same. Users who set glibc's own variables keep theirs.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -25,12 +24,9 @@ def keep_freed_memory() -> bool:
     """Whether the thresholds were raised (glibc on Linux, no user setting of its own)."""
     if not sys.platform.startswith("linux") or any(name in os.environ for name in USER_SETTINGS):
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process runs on
+    except (OSError, AttributeError):  # no mallopt to call
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(
