@@ -8,7 +8,7 @@ import argparse
 import torch
 
 from experiments.user_files import checkpoint_file
-from modules.generation import Sampling
+from modules.generation import OVERFLOWS, Sampling
 from modules.tasks import CausalLMModule, load_task
 
 
@@ -25,9 +25,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="append", default=[], help="stop at this token (repeatable)")
     p.add_argument(
         "--overflow",
-        choices=["error", "slide"],
+        choices=OVERFLOWS,
         default="error",
-        help="past the model's context: refuse, or slide the window as nanoGPT does",
+        help="past the model's context: refuse; slide the window a token at a time as nanoGPT "
+        "does (one whole-window forward per token); or shift it by half a window on the KV "
+        "cache (several times faster; sees half to all of the window)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

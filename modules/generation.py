@@ -14,6 +14,9 @@ from modules.codec import pad_rows
 from modules.layers import LayerCache
 from modules.models import DecoderTransformer
 
+Overflow = Literal["error", "slide", "shift"]
+OVERFLOWS: tuple[Overflow, ...] = ("error", "slide", "shift")
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -73,7 +76,7 @@ def generate(
     sampling: Sampling | None = None,
     stop_ids: tuple[int, ...] = (),
     pad_id: int = 0,
-    overflow: Literal["error", "slide"] = "error",
+    overflow: Overflow = "error",
     generator: torch.Generator | None = None,
     use_cache: bool = True,
 ) -> list[list[int]]:
@@ -83,8 +86,15 @@ def generate(
     Prompts of different lengths are left-padded; positions count from each prompt's first
     real token (as HF GPT-2 does), so padding never changes a continuation. When prompt plus
     continuation exceed the model's context (`cfg.max_length`), overflow="error" refuses with
-    the lengths, "slide" keeps going on the last `max_length` tokens like nanoGPT (recomputing,
-    without the cache, once the window slides).
+    the lengths, "slide" keeps going on the last `max_length` tokens like nanoGPT (recomputing
+    the whole window, without the cache, for every token once it slides), and "shift" keeps the
+    cache: when it is full, the newest half of the window is encoded again into a fresh cache
+    and the oldest half dropped (llama.cpp's context shift; learned positions do not allow
+    keeping the cached keys). A shifted continuation sees between half and all of the window,
+    so its text differs from a slid one, at one half-window forward per half window of new
+    tokens instead of one whole-window forward per token. A batch shifts all its rows when the
+    longest prompt's window is full, so past that point a shorter prompt's continuation can
+    differ from its continuation alone.
     """
     sampling = sampling or Sampling()
     max_length = model.cfg.max_length
@@ -93,11 +103,13 @@ def generate(
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
     longest = max(len(p) for p in prompts)
+    if overflow not in OVERFLOWS:
+        raise ValueError(f"overflow={overflow!r}: choose one of {', '.join(OVERFLOWS)}")
     if overflow == "error" and longest + max_new_tokens > max_length:
         raise ValueError(
             f"prompt of {longest} tokens + max_new_tokens={max_new_tokens} exceeds the model's "
             f"context of {max_length} tokens; shorten the prompt, lower max_new_tokens, or use "
-            "overflow='slide'"
+            "overflow='slide' or 'shift'"
         )
     device = next(model.parameters()).device
     tokens = pad_rows(prompts, pad_id, side="left").to(device)
@@ -109,24 +121,35 @@ def generate(
         seen.scatter_(1, tokens, mask.bool())
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    shift = overflow == "shift"
+    if shift and longest > max_length:  # the window starts full and shifts at the first token
+        tokens, mask, longest = tokens[:, -max_length:], mask[:, -max_length:], max_length
     capacity = min(max_length, longest + max_new_tokens)
     cache = model.new_cache(capacity) if use_cache and longest <= max_length else None
     logits = _forward(model, tokens, mask if padded else None, cache, max_length)
     out: list[Tensor] = []
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         token = next_token(logits[:, -1], seen, sampling, generator).masked_fill(finished, pad_id)
         out.append(token)
         if len(stops):
             finished |= torch.isin(token, stops)
         if seen is not None:
             seen.scatter_(1, token[:, None], True)
-        if bool(finished.all()):
+        if step == max_new_tokens - 1 or bool(finished.all()):
             break
         tokens = torch.cat([tokens, token[:, None]], dim=1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        if cache is not None and cache[0].self_attn.length >= capacity:
-            cache = None  # the window slides from here on: recompute without the cache
-        new = tokens[:, -1:] if cache is not None else tokens
+        new = tokens[:, -1:]
+        if tokens.size(1) > max_length:  # the new token does not fit in the window
+            if shift:  # keep the newest half, encoded again (on a fresh cache)
+                keep = max(1, max_length // 2)
+                tokens, mask = tokens[:, -keep:], mask[:, -keep:]
+                cache = model.new_cache(capacity) if cache is not None else None
+                new = tokens
+            else:
+                cache = None  # the window slides from here on: recompute without the cache
+        if cache is None:
+            new = tokens
         logits = _forward(model, new, mask if padded else None, cache, max_length)
     generated = torch.stack(out, dim=1).tolist()
     return [until_stop(row, stop_ids) for row in generated]

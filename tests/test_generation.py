@@ -120,6 +120,53 @@ def test_context_limits():
     assert len(fits[0]) == 30
 
 
+def shifted_reference(gpt: DecoderTransformer, prompt: list[int], steps: int) -> list[int]:
+    """A sampled continuation by whole forwards over the window since the last shift: when a
+    token does not fit in the context, the window restarts at its newest half."""
+    context, generator = gpt.cfg.max_length, torch.Generator().manual_seed(0)
+    history, start, out = list(prompt), max(0, len(prompt) - context), []
+    for _ in range(steps):
+        if len(history) - start > context:
+            start = len(history) - context // 2
+        logits = gpt(torch.tensor([history[start:]]))[:, -1]
+        out.append(int(next_token(logits, None, Sampling(temperature=1.0), generator)))
+        history.append(out[-1])
+    return out
+
+
+@pytest.mark.parametrize("variant", [{}, {"positions": "rotary", "n_kv_heads": 2}])
+def test_shifted_window_continues_on_the_newest_half(variant):
+    gpt = model(max_length=16, **variant)
+    with torch.no_grad():  # peaked logits: what a random model writes hardly depends on context
+        for weight in gpt.parameters():
+            if weight.dim() > 1:
+                weight.mul_(10)
+
+    def shifted(prompts: list[list[int]], **options) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(0)
+        return generate(gpt, prompts, 40, Sampling(temperature=1.0), generator=generator, **options)
+
+    for prompt in ([3, 1, 4, 1, 5], list(range(1, 21))):  # fits; longer than the context
+        cached = shifted([prompt], overflow="shift")
+        assert cached[0] == shifted_reference(gpt, prompt, 40)
+        assert shifted([prompt], overflow="shift", use_cache=False) == cached
+    # within the context both are the plain continuation: 5 + 11 tokens fill it, the 12th
+    # is still predicted from all 16
+    fitting = shifted([[3, 1, 4, 1, 5]], overflow="shift")[0]
+    slid = shifted([[3, 1, 4, 1, 5]], overflow="slide")[0]
+    assert fitting[:12] == slid[:12] and fitting != slid
+    # a batch shifts all its rows when the longest one's window is full: that row's text is
+    # its text alone, the left-padded rows' until then (greedy: batch rows draw differently)
+    batch = generate(gpt, PROMPTS, 40, overflow="shift")
+    assert batch[0] == generate(gpt, PROMPTS[:1], 40, overflow="shift")[0]
+    for prompt, continuation in zip(PROMPTS[1:], batch[1:], strict=True):
+        before_shift = 16 - len(PROMPTS[0]) + 1
+        alone = generate(gpt, [prompt], 40, overflow="shift")[0]
+        assert continuation[:before_shift] == alone[:before_shift]
+    with pytest.raises(ValueError, match="overflow='wrap'"):
+        generate(gpt, PROMPTS, 4, overflow="wrap")  # type: ignore[arg-type]
+
+
 def test_bad_sampling_values():
     with pytest.raises(ValueError, match="top_p=1.5"):
         Sampling(top_p=1.5)

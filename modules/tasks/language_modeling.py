@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from torchmetrics import MeanMetric
 
 from modules.batch import AnyBatch, CausalLMBatch, MaskedLMBatch
 from modules.codec import IGNORE
-from modules.generation import Sampling, generate
+from modules.generation import Overflow, Sampling, generate
 from modules.tasks.base import Goal, StepOutput, TaskModule
 from modules.tasks.optimization import OptimizerConfig
 
@@ -52,7 +52,8 @@ def encoder_text_batch(task: TaskModule, text: str, label: int | None) -> dict[s
 class CausalLMModule(TaskModule):
     """Next-token loss (labels already shifted by the data module) and perplexity. After each
     validation it samples a continuation of the first validation window's opening tokens
-    (a generator of its own, so training randomness is untouched) into `samples`."""
+    (a generator of its own, so training randomness is untouched) into `samples`; past the
+    model's context its window shifts on the KV cache (`generate`'s overflow="shift")."""
 
     family = "decoder"
     metric_goals: dict[str, Goal] = {"loss": "min", "ppl": "min"}
@@ -102,7 +103,7 @@ class CausalLMModule(TaskModule):
             self.sample_tokens,
             self.sampling,
             (self.codec.eos_id,),
-            overflow="slide",
+            overflow="shift",
             generator=generator,
         )
         prompt, text = self.codec.decode_batch([self._prompt, continuation])
@@ -115,7 +116,7 @@ class CausalLMModule(TaskModule):
         sampling: Sampling,
         stops: tuple[str, ...] = (),
         num_samples: int = 1,
-        overflow: Literal["error", "slide"] = "error",
+        overflow: Overflow = "error",
         seed: int = 0,
     ) -> list[str]:
         """`num_samples` continuations of `prompt` (each with the prompt in front), ending at
