@@ -64,6 +64,22 @@ def test_shakespeare_side_by_side_runs_on_a_small_text(tmp_path, monkeypatch):
         assert all(math.isfinite(f) and f > 0 for f in figures), r
 
 
+def test_whole_sentences_are_the_rows_no_other_row_contains():
+    from benchmarks.objectives import whole_sentences
+
+    rows = [
+        "a good film",
+        "good",  # inside rows 0 and 4
+        "it is a good film .",
+        "goodness",  # "good" is not a word of it; nothing contains it
+        "it is  a good film .",  # the same words as row 2: row 2 counts, this one not
+        "film . and",
+        "is a",
+        "",
+    ]
+    assert whole_sentences(rows) == [2, 3, 5]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_objectives_benchmark_runs_on_a_small_sst2(tmp_path, monkeypatch):
@@ -82,7 +98,7 @@ def test_objectives_benchmark_runs_on_a_small_sst2(tmp_path, monkeypatch):
     objectives.main(
         [
             *("--data", str(tmp_path), "--preset", "tiny", "--out", str(out)),
-            *("--pretrain_steps", "2", "--finetune_steps", "2"),
+            *("--pretrain_steps", "2", "--finetune_steps", "2", "--sentence_seeds", "0", "1"),
         ]
     )
     [written] = out.glob("objectives-*.json")
@@ -94,5 +110,8 @@ def test_objectives_benchmark_runs_on_a_small_sst2(tmp_path, monkeypatch):
         "permutation",
     ]
     for r in rows:
-        assert 0 <= r["sst2_accuracy"] <= 100 and r["finetune_steps"] == 2
+        assert len(r["phrases"]["accuracy"]) == 1 and len(r["sentences"]["accuracy"]) == 2
+        for setting in ("phrases", "sentences"):
+            assert all(0 <= a <= 100 for a in r[setting]["accuracy"])
+            assert r[setting]["steps"] == 2
         assert "pretrain_loss" not in r or math.isfinite(r["pretrain_loss"])
