@@ -192,6 +192,7 @@ class FineTuning:
     """One SST-2 fine-tuning setting: which train.tsv rows, for how long, over which seeds."""
 
     rows: str  # "phrases": all of train.tsv; "sentences": its whole sentences
+    data: Path  # the folder whose train.tsv it reads
     epochs: int
     seeds: list[int]
 
@@ -265,7 +266,7 @@ def pretrain(
     return path, validate(task, dm)["val/loss"], seconds
 
 
-def sentences_folder(data: Path, out: Path) -> tuple[Path, int]:
+def sentences_folder(data: Path, out: Path) -> Path:
     """A folder with train.tsv's whole sentences as its train.tsv and test.tsv as it is."""
     with (data / "train.tsv").open(newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -275,7 +276,7 @@ def sentences_folder(data: Path, out: Path) -> tuple[Path, int]:
     lines = ["sentence\tlabel", *(f"{r['sentence']}\t{r['label']}" for r in kept)]
     (folder / "train.tsv").write_text("\n".join(lines) + "\n")
     (folder / "test.tsv").write_text((data / "test.tsv").read_text())
-    return folder, len(kept)
+    return folder
 
 
 def finetune(
@@ -286,8 +287,9 @@ def finetune(
     data: Path,
     epochs: int,
     seed: int,
-) -> tuple[float, float, int]:
-    """(SST-2 test accuracy in %, seconds, steps) of one fine-tuning run on data/train.tsv."""
+) -> tuple[float, float, int, int]:
+    """(SST-2 test accuracy in %, seconds, steps, train rows) of one fine-tuning run on
+    data/train.tsv."""
     L.seed_everything(seed, verbose=False)
     splits = {"train": "train.tsv", "validation": "test.tsv"}
     dm = ClassificationDataModule(
@@ -314,13 +316,13 @@ def finetune(
     start = time.perf_counter()
     fit.fit(task, datamodule=dm)
     seconds = time.perf_counter() - start
-    return 100 * validate(task, dm)["val/accuracy"], seconds, steps
+    return 100 * validate(task, dm)["val/accuracy"], seconds, steps, len(dm.raw["train"])
 
 
-def settings(args: argparse.Namespace) -> list[FineTuning]:
+def settings(args: argparse.Namespace, sentences: Path) -> list[FineTuning]:
     return [
-        FineTuning("phrases", 1, [args.seed]),
-        FineTuning("sentences", args.sentence_epochs, args.sentence_seeds),
+        FineTuning("phrases", args.data, 1, [args.seed]),
+        FineTuning("sentences", sentences, args.sentence_epochs, args.sentence_seeds),
     ]
 
 
@@ -332,8 +334,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         vocabulary.prepare_data()
         tokenizer = out / "tokenizer.json"
         vocabulary.codec.tokenizer.save(str(tokenizer))
-        sentences, sentence_rows = sentences_folder(args.data, out)
-        folders = {"phrases": args.data, "sentences": sentences}
+        sentences = sentences_folder(args.data, out)
         for objective in OBJECTIVES:
             row: dict[str, Any] = {"objective": objective.name}
             checkpoint = None
@@ -341,24 +342,24 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 checkpoint, row["pretrain_loss"], row["pretrain_seconds"] = pretrain(
                     objective, args, out
                 )
-            for setting in settings(args):
+            for setting in settings(args, sentences):
                 runs = [
                     finetune(
                         objective,
                         checkpoint,
                         args,
                         tokenizer,
-                        folders[setting.rows],
+                        setting.data,
                         setting.epochs,
                         seed,
                     )
                     for seed in setting.seeds
                 ]
                 row[setting.rows] = {
-                    "accuracy": [accuracy for accuracy, _, _ in runs],
-                    "seconds": sum(seconds for _, seconds, _ in runs),
+                    "accuracy": [run[0] for run in runs],
+                    "seconds": sum(run[1] for run in runs),
                     "steps": runs[0][2],
-                    "rows": sentence_rows if setting.rows == "sentences" else None,
+                    "rows": runs[0][3],
                 }
             print(f"[objectives] {row}", flush=True)
             results.append(row)

@@ -139,17 +139,15 @@ def generate(
             break
         tokens = torch.cat([tokens, token[:, None]], dim=1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        new = tokens[:, -1:]
         if tokens.size(1) > max_length:  # the new token does not fit in the window
             if shift:  # keep the newest half, encoded again (on a fresh cache)
                 keep = max(1, max_length // 2)
                 tokens, mask = tokens[:, -keep:], mask[:, -keep:]
                 cache = model.new_cache(capacity) if cache is not None else None
-                new = tokens
             else:
                 cache = None  # the window slides from here on: recompute without the cache
-        if cache is None:
-            new = tokens
+        # a fresh or no cache takes the whole window, a filled one the new token
+        new = tokens if cache is None or cache[0].self_attn.length == 0 else tokens[:, -1:]
         logits = _forward(model, new, mask if padded else None, cache, max_length)
     generated = torch.stack(out, dim=1).tolist()
     return [until_stop(row, stop_ids) for row in generated]
