@@ -68,6 +68,7 @@ def plain_steps(
     data.trainer = None
     model.train()
     starts = []
+    parameters = list(model.parameters())  # as the module lists them once
     epoch, loader = 0, data.train_dataloader()
     batches = iter(loader)
     for i in range(steps):
@@ -83,7 +84,7 @@ def plain_steps(
         loss.backward()
         # what the module's on_before_optimizer_step does on one device (the hook itself
         # needs a Trainer): gradients divided by the step's targets, clipped, checked
-        model.numerics.before_update(model.parameters(), optimizer, lambda t: t, 1, clip)
+        model.numerics.before_update(parameters, optimizer, lambda t: t, 1, clip)
         optimizer.step()
         schedule.step()
     return starts
