@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from modules.codec import pad_rows
-from modules.layers import LayerCache
+from modules.layers import LayerCache, cache_length
 from modules.models import DecoderTransformer
 
 Overflow = Literal["error", "slide", "shift"]
@@ -147,7 +147,7 @@ def generate(
             else:
                 cache = None  # the window slides from here on: recompute without the cache
         # a fresh or no cache takes the whole window, a filled one the new token
-        new = tokens if cache is None or cache[0].self_attn.length == 0 else tokens[:, -1:]
+        new = tokens if cache_length(cache) == 0 else tokens[:, -1:]
         logits = _forward(model, new, mask if padded else None, cache, max_length)
     generated = torch.stack(out, dim=1).tolist()
     return [until_stop(row, stop_ids) for row in generated]
@@ -169,7 +169,7 @@ def _forward(
         mask = mask[:, -max_length:] if mask is not None else None
         past = 0
     else:
-        past = cache[0].self_attn.length
+        past = cache_length(cache)
     if mask is None:
         positions = torch.arange(past, past + tokens.size(1), device=tokens.device)[None]
     else:
