@@ -14,9 +14,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 class StepProgressBar(TQDMProgressBar):
     """TQDM's bar over `trainer.max_steps` optimizer steps for a step-bounded run; per epoch
-    otherwise (as Lightning's). Metrics only, no `v_num`. It redraws at most every
-    `min_seconds` (and every `refresh_rate` steps): reading the metrics and drawing the bar
-    cost more than a small model's step if done every step."""
+    otherwise (as Lightning's). Metrics only, no `v_num`. Its bars (training, validation and
+    test) redraw at most every `min_seconds` (and every `refresh_rate` steps) and at their last
+    step: reading the metrics and drawing a bar cost more than a small model's step or
+    validation batch if done at every one."""
 
     def __init__(self, refresh_rate: int = 1, min_seconds: float = 0.5) -> None:
         super().__init__(refresh_rate=refresh_rate)
@@ -46,12 +47,49 @@ class StepProgressBar(TQDMProgressBar):
     ) -> None:
         if not self.step_bounded(trainer):
             return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        step, bar, now = trainer.global_step, self.train_progress_bar, time.monotonic()
-        due = now - self._drawn >= self.min_seconds or step == trainer.max_steps
-        if bar is not None and due and step != bar.n and self._should_update(step, bar.total):
-            bar.n, self._drawn = step, now
+        step, bar = trainer.global_step, self.train_progress_bar
+        if bar is None or step == bar.n or not self._should_update(step, bar.total):
+            return
+        if self._due(step, trainer.max_steps):
+            bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module))
             bar.refresh()
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        bar = self.val_progress_bar
+        if bar is not None and self._due(batch_idx + 1, bar.total):
+            super().on_validation_batch_end(
+                trainer, pl_module, outputs, batch, batch_idx, dataloader_idx
+            )
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        bar = self.test_progress_bar
+        if bar is not None and self._due(batch_idx + 1, bar.total):
+            super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+    def _due(self, n: int, last: float | None) -> bool:
+        """Whether a bar at `n` of `last` redraws now (and the clock restarts)."""
+        now = time.monotonic()
+        if now - self._drawn < self.min_seconds and n != last:
+            return False
+        self._drawn = now
+        return True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.step_bounded(trainer):
