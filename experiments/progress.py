@@ -14,9 +14,9 @@ from lightning.pytorch.utilities import rank_zero_info
 
 class StepProgressBar(TQDMProgressBar):
     """TQDM's bar over `trainer.max_steps` optimizer steps for a step-bounded run; per epoch
-    otherwise (as Lightning's). Metrics only, no `v_num`. Its bars (training, validation and
-    test) redraw at most every `min_seconds` (and every `refresh_rate` steps) and at their last
-    step: reading the metrics and drawing a bar cost more than a small model's step or
+    otherwise (as Lightning's). Metrics only, no `v_num`. Its bars (training, validation, test,
+    predict) redraw at most every `min_seconds` (and every `refresh_rate` steps) and at their
+    last step: reading the metrics and drawing a bar cost more than a small model's step or
     validation batch if done at every one."""
 
     def __init__(self, refresh_rate: int = 1, min_seconds: float = 0.5) -> None:
@@ -48,45 +48,19 @@ class StepProgressBar(TQDMProgressBar):
         if not self.step_bounded(trainer):
             return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         step, bar = trainer.global_step, self.train_progress_bar
-        if bar is None or step == bar.n or not self._should_update(step, bar.total):
-            return
-        if self._due(step, trainer.max_steps):
+        if bar is not None and step != bar.n and self._should_update(step, bar.total):
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module))
             bar.refresh()
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        bar = self.val_progress_bar
-        if bar is not None and self._due(batch_idx + 1, bar.total):
-            super().on_validation_batch_end(
-                trainer, pl_module, outputs, batch, batch_idx, dataloader_idx
-            )
-
-    def on_test_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        bar = self.test_progress_bar
-        if bar is not None and self._due(batch_idx + 1, bar.total):
-            super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-
-    def _due(self, n: int, last: float | None) -> bool:
-        """Whether a bar at `n` of `last` redraws now (and the clock restarts)."""
+    def _should_update(self, current: int, total: int) -> bool:
+        """Lightning's rule (every `refresh_rate` batches, and the last) on a clock: at most
+        every `min_seconds` but the last. Every bar's batch hook (training, validation, test,
+        predict) asks it once, right before it draws, so a yes restarts the clock."""
+        if not super()._should_update(current, total):
+            return False
         now = time.monotonic()
-        if now - self._drawn < self.min_seconds and n != last:
+        if now - self._drawn < self.min_seconds and current != total:
             return False
         self._drawn = now
         return True
