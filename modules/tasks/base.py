@@ -37,6 +37,23 @@ class StepOutput:
     extras: dict[str, Any] = field(default_factory=dict)  # what the task's metrics read
 
 
+def freeze_modules(model: nn.Module, names: list[str]) -> None:
+    """Turn off the gradients of the named submodules of `model` (`model.init_args.freeze`)."""
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            children = [child for child, _ in model.named_children()]
+            raise ValueError(
+                f"model.init_args.freeze: {name!r} is not a module of the "
+                f"{type(model).__name__}; its modules are {children} (dotted paths reach "
+                "inside them, e.g. encoder.blocks.0)"
+            ) from None
+        module.requires_grad_(False)
+    if names and not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"model.init_args.freeze={names} leaves no weight of the model to train")
+
+
 class TaskModule(L.LightningModule):
     family: ClassVar[Family]
     metric_goals: ClassVar[dict[str, Goal]] = {"loss": "min"}  # every metric a task logs
@@ -53,12 +70,16 @@ class TaskModule(L.LightningModule):
         optim: OptimizerConfig | dict[str, Any] | None = None,
         compile: bool = False,
         monitor: str | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         """codec: linked from the data module (the tokenizer and its template; checkpoints
         carry it). preset + arch: the model config (arch overrides any field); `init_from`
         instead starts from pretrained weights: a saved HF folder, `package:MODULE`, or one
         of our checkpoints (their architecture wins; `arch` may only change dropout).
-        monitor: the validation metric that picks the best checkpoint."""
+        monitor: the validation metric that picks the best checkpoint. freeze: modules of the
+        model (e.g. `encoder`, `encoder_embed`) whose weights stay as built or loaded: no
+        gradient, no optimizer state, and no backward pass through them where nothing before
+        them trains. A weight tied into several modules (shared embeddings) is frozen in all."""
         super().__init__()
         self.codec = codec
         self.preset = preset
@@ -68,6 +89,7 @@ class TaskModule(L.LightningModule):
         self.compile_model = compile
         self.numerics = StepNumerics(self.optim.max_nonfinite_steps)
         self.model = self.build_model(preset, arch, init_from)
+        freeze_modules(self.model, freeze or [])
         self.stage_metrics = nn.ModuleDict(
             {stage: nn.ModuleDict({"loss": MeanMetric()}) for stage in STAGES}
         )

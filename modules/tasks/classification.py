@@ -40,7 +40,7 @@ class SequenceClassificationModule(TaskModule):
         """num_classes, label_names: linked from the data module (the names where the data set
         declares them; exported models carry them). With `init_from`, the architecture comes
         from the pretrained weights; `arch` may then only change dropout. `common`: see
-        TaskModule (codec, arch, init_from, compile, monitor)."""
+        TaskModule (codec, arch, init_from, compile, monitor, freeze)."""
         super().__init__(preset=preset, optim=optim, **common)
         self.label_names = label_names
         if self.model.pooler is None:

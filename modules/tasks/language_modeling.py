@@ -66,7 +66,7 @@ class CausalLMModule(TaskModule):
         optim: OptimizerConfig = CAUSAL_LM_OPTIM,
         **common: Any,
     ) -> None:
-        """`common`: see TaskModule (codec, arch, init_from, compile, monitor)."""
+        """`common`: see TaskModule (codec, arch, init_from, compile, monitor, freeze)."""
         super().__init__(preset=preset, optim=optim, **common)
         self.sample_tokens = sample_tokens
         self.sampling = Sampling(**sampling) if isinstance(sampling, dict) else sampling
@@ -157,7 +157,7 @@ class MaskedLMModule(TaskModule):
     def __init__(
         self, preset: str = "bert-base", optim: OptimizerConfig = MASKED_LM_OPTIM, **common: Any
     ) -> None:
-        """`common`: see TaskModule (codec, arch, init_from, compile, monitor)."""
+        """`common`: see TaskModule (codec, arch, init_from, compile, monitor, freeze)."""
         super().__init__(preset=preset, optim=optim, **common)
         self.add_metrics(accuracy=MeanMetric)
         self.store_hparams()

@@ -26,7 +26,7 @@ class PermutationLMModule(MaskedLMModule):
     def __init__(
         self, preset: str = "bert-base", optim: OptimizerConfig = MASKED_LM_OPTIM, **common: Any
     ) -> None:
-        """`common`: see TaskModule (codec, arch, init_from, compile, monitor)."""
+        """`common`: see TaskModule (codec, arch, init_from, compile, monitor, freeze)."""
         super().__init__(preset=preset, optim=optim, **common)
         self.query_stream = QueryStream(self.model.cfg)
         if self.model.pooler is not None:  # trained by fine-tuning: frozen here, so that DDP

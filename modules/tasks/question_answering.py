@@ -79,7 +79,7 @@ class QuestionAnsweringModule(TaskModule):
     ) -> None:
         """With `init_from`, the architecture comes from the pretrained weights; `arch` may
         then only change dropout. `common`: see TaskModule (codec, arch, init_from, compile,
-        monitor)."""
+        monitor, freeze)."""
         super().__init__(preset=preset, optim=optim, **common)
         self.head = nn.Linear(self.model.cfg.d_model, 2)
         nn.init.normal_(self.head.weight, std=0.02)

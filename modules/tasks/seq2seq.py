@@ -87,7 +87,7 @@ class Seq2SeqModule(TaskModule):
         max_source_length: sources of raw text are cut to this many tokens (linked from the
         data module; None: the model's position table). warm_start_decoder: with `init_from`
         a BERT-style encoder, also start the decoder from it (BERT2BERT; False: BERT2RND).
-        `common`: see TaskModule (codec, arch, init_from, compile, monitor)."""
+        `common`: see TaskModule (codec, arch, init_from, compile, monitor, freeze)."""
         self.warm_start_decoder = warm_start_decoder  # read by build_model, called just below
         super().__init__(preset=preset, optim=optim, **common)
         self.text_metrics = list(TRANSLATION_METRICS if metrics is None else metrics)
