@@ -272,8 +272,21 @@ def test_a_frozen_encoder_and_embeddings_keep_their_weights_while_the_decoder_tr
     assert not torch.equal(named[cross], trained[cross])
     with pytest.raises(ValueError, match=r"freeze: 'encoders' is not a module .*'encoder'"):
         Seq2SeqModule(codec=codec, preset="tiny", arch=arch, freeze=["encoders"])
-    with pytest.raises(ValueError, match="leaves no weight of the model to train"):
-        Seq2SeqModule(codec=codec, preset="tiny", arch=arch, freeze=[""])
+    everything = Seq2SeqModule(codec=codec, preset="tiny", arch=arch, freeze=[""])
+    with pytest.raises(ValueError, match="freeze leaves nothing to train"):
+        build_optimizer(everything.parameters(), task.optim, torch.device("cpu"), 10)
+
+
+def test_a_classifier_over_a_frozen_encoder_trains_its_head_alone():
+    from modules.tasks import SequenceClassificationModule
+    from modules.tasks.optimization import build_optimizer
+    from tests.codecs import toy_codec
+
+    arch = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "max_length": 16}
+    probe = SequenceClassificationModule(codec=toy_codec(40), preset="tiny", arch=arch, freeze=[""])
+    optimizer, _ = build_optimizer(probe.parameters(), probe.optim, torch.device("cpu"), 10)
+    trained = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(trained) == 2 and trained[0] is probe.head[1].weight  # a linear probe
 
 
 # --- fit, summarize, evaluate ---------------------------------------------------------------

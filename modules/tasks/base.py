@@ -50,8 +50,6 @@ def freeze_modules(model: nn.Module, names: list[str]) -> None:
                 "inside them, e.g. encoder.blocks.0)"
             ) from None
         module.requires_grad_(False)
-    if names and not any(p.requires_grad for p in model.parameters()):
-        raise ValueError(f"model.init_args.freeze={names} leaves no weight of the model to train")
 
 
 class TaskModule(L.LightningModule):

@@ -69,6 +69,10 @@ def build_optimizer(
     for param in parameters:
         if param.requires_grad:
             (decay if param.dim() >= 2 else no_decay).append(param)
+    if not decay and not no_decay:  # a task's heads may train beside a frozen model
+        raise ValueError(
+            "no weight of the task trains: model.init_args.freeze leaves nothing to train"
+        )
     groups = [
         {"params": decay, "weight_decay": optim.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
